@@ -1,0 +1,9 @@
+-- base: privileges of the internals. paycore functions run only inside paycore's own
+-- SECURITY DEFINER functions (as their owner): no client role executes them directly.
+
+revoke all on schema paycore from public;
+
+revoke all on function paycore.clock() from public;
+revoke all on function paycore.caller_role() from public;
+revoke all on function paycore.resolve_user_id(uuid) from public;
+revoke all on function paycore.tg__set_updated_at() from public;

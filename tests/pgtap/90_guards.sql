@@ -1,0 +1,138 @@
+-- Guards over the whole schema: every object, present and future. A new table, function
+-- or grant that breaks the security model fails here without a test of its own.
+begin;
+select plan(12);
+
+-- 1. RLS is enabled on every table of public (yoyo's bookkeeping tables included).
+select is_empty(
+    $$select c.oid::regclass::text from pg_class as c
+      where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity$$,
+    'RLS is enabled on every public table'
+);
+
+-- 2. Every SECURITY DEFINER function pins search_path to ''.
+select is_empty(
+    $$select p.oid::regprocedure::text from pg_proc as p
+      where p.prosecdef
+        and p.pronamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+        and not coalesce('search_path=""' = any(p.proconfig), false)$$,
+    'every SECURITY DEFINER function has search_path = '''''
+);
+
+-- 3. The EXECUTE matrix of every public and paycore function, per role: the one place
+--    where who may call what is declared. A function missing here is callable by nobody.
+select set_eq(
+    $$select p.oid::regprocedure::text, r.role
+      from pg_proc as p
+      cross join (values ('public'), ('anon'), ('authenticated'), ('service_role'), ('paycore_webhook')) as r (role)
+      where p.pronamespace in ('public'::regnamespace, 'paycore'::regnamespace)
+        and case r.role
+            when 'public' then exists (
+                select 1 from aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) as a
+                where a.grantee = 0 and a.privilege_type = 'EXECUTE')
+            else has_function_privilege(r.role, p.oid, 'EXECUTE')
+        end$$,
+    $$values
+        ('adjust_credits(uuid,bigint,text,text,jsonb,text)', 'service_role'),
+        ('complete_generation(uuid,jsonb,text,text)', 'service_role'),
+        ('fail_generation(uuid,text)', 'service_role'),
+        ('get_user_balance(uuid)', 'authenticated'),
+        ('get_user_balance(uuid)', 'service_role'),
+        ('start_generation(uuid,text,text,text,bigint,jsonb,text)', 'service_role'),
+        ('track_event(text,text,jsonb,text)', 'authenticated')
+    $$,
+    'EXECUTE on public and paycore functions is exactly the declared matrix'
+);
+
+-- 4. No client role writes any table: every write is a function.
+select is_empty(
+    $$select c.oid::regclass::text, r.role
+      from pg_class as c
+      cross join (values ('anon'), ('authenticated'), ('service_role')) as r (role)
+      where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'f')
+        and has_table_privilege(r.role, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')$$,
+    'no public table grants INSERT, UPDATE, DELETE or TRUNCATE to anon, authenticated or service_role'
+);
+
+-- 5. plpgsql_check finds no error in any PL/pgSQL function (trigger functions are checked
+--    against the table they fire on).
+select is_empty(
+    $$select p.oid::regprocedure::text, e.message
+      from pg_proc as p
+      join pg_language as l on l.oid = p.prolang and l.lanname = 'plpgsql'
+      cross join lateral tests.plpgsql_check_function_tb(
+          p.oid,
+          coalesce((select t.tgrelid from pg_trigger as t where t.tgfoid = p.oid limit 1), 0)
+      ) as e
+      where p.pronamespace in ('public'::regnamespace, 'paycore'::regnamespace)
+        and e.level = 'error'$$,
+    'plpgsql_check reports no error'
+);
+
+-- 6. yoyo's bookkeeping tables are invisible to client roles.
+select is_empty(
+    $$select c.oid::regclass::text, r.role
+      from pg_class as c
+      cross join (values ('anon'), ('authenticated'), ('service_role')) as r (role)
+      where c.relname in ('_yoyo_migration', '_yoyo_log', '_yoyo_version', 'yoyo_lock')
+        and has_table_privilege(r.role, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')$$,
+    'yoyo''s tables are invisible to anon, authenticated and service_role'
+);
+select isnt_empty(
+    $$select 1 from pg_class where relname = '_yoyo_migration'$$,
+    '... and they exist in this database (built by yoyo)'
+);
+
+-- 7. No client role reaches the paycore schema.
+select is_empty(
+    $$select r.role from (values ('anon'), ('authenticated'), ('service_role')) as r (role)
+      where has_schema_privilege(r.role, 'paycore', 'USAGE')$$,
+    'no client role has USAGE on schema paycore'
+);
+
+-- 8. Every paycore table and function says what it guarantees.
+select is_empty(
+    $$select c.oid::regclass::text from pg_class as c
+      where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
+        and c.relname not like '%yoyo%' and obj_description(c.oid, 'pg_class') is null
+      union all
+      select p.oid::regprocedure::text from pg_proc as p
+      where p.pronamespace in ('public'::regnamespace, 'paycore'::regnamespace)
+        and obj_description(p.oid, 'pg_proc') is null$$,
+    'every public table and every public or paycore function has a comment'
+);
+
+-- 9. Every table has created_at timestamptz not null default now().
+select is_empty(
+    $$select c.oid::regclass::text from pg_class as c
+      where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
+        and c.relname not like '%yoyo%'
+        and not exists (
+            select 1 from pg_attribute as a join pg_attrdef as d on d.adrelid = a.attrelid and d.adnum = a.attnum
+            where a.attrelid = c.oid and a.attname = 'created_at' and a.attnotnull
+              and a.atttypid = 'timestamptz'::regtype and pg_get_expr(d.adbin, d.adrelid) = 'now()'
+        )$$,
+    'every public table has created_at timestamptz not null default now()'
+);
+
+-- 10. Where rows change (an updated_at column), a trigger keeps updated_at.
+select is_empty(
+    $$select c.oid::regclass::text from pg_class as c
+      join pg_attribute as a on a.attrelid = c.oid and a.attname = 'updated_at' and not a.attisdropped
+      where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p')
+        and not exists (
+            select 1 from pg_trigger as t
+            where t.tgrelid = c.oid and t.tgfoid = 'paycore.tg__set_updated_at()'::regprocedure
+        )$$,
+    'every public table with updated_at has the trigger that keeps it'
+);
+
+-- 11. Every CHECK constraint of public is named, not left to the default <table>_<col>_check.
+select is_empty(
+    $$select conrelid::regclass::text, conname from pg_constraint
+      where connamespace = 'public'::regnamespace and contype = 'c' and conname ~ '_check$'$$,
+    'CHECK constraints are named as assertions'
+);
+
+select * from finish();
+rollback;

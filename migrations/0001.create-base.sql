@@ -1,5 +1,9 @@
 -- create-base: schema/00_base.sql, functions/00_base.sql, policies/00_base.sql
 
+-- Fail fast instead of queueing behind live traffic (storage.objects is busy on Supabase).
+set local lock_timeout = '10s';
+set local statement_timeout = '5min';
+
 -- base: the Supabase-compatible minimum, and the paycore schema.
 --
 -- On Supabase every object below already exists and this file changes nothing:

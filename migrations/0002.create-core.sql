@@ -1,6 +1,10 @@
 -- depends: 0001.create-base
 -- create-core: schema/10_core.sql, functions/10_core.sql, policies/10_core.sql
 
+-- Fail fast instead of queueing behind live traffic (storage.objects is busy on Supabase).
+set local lock_timeout = '10s';
+set local statement_timeout = '5min';
+
 -- core: the event log every module appends to.
 
 create table public.events (

@@ -4,7 +4,12 @@ drop policy if exists generations_bucket_insert_own on storage.objects;
 drop policy if exists generations_bucket_update_own on storage.objects;
 drop policy if exists generations_bucket_delete_own on storage.objects;
 delete from storage.buckets
-where id = 'generations' and not exists (select 1 from storage.objects where bucket_id = 'generations');
+where
+    id = 'generations'
+    and not exists (
+        select 1 from storage.objects
+        where bucket_id = 'generations'
+    );
 
 drop function public.fail_generation(uuid, text);
 drop function public.complete_generation(uuid, jsonb, text, text);

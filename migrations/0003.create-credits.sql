@@ -1,6 +1,10 @@
 -- depends: 0002.create-core
 -- create-credits: schema/20_credits.sql, functions/20_credits.sql, policies/20_credits.sql
 
+-- Fail fast instead of queueing behind live traffic (storage.objects is busy on Supabase).
+set local lock_timeout = '10s';
+set local statement_timeout = '5min';
+
 -- credits and generations: balances, the append-only ledger, paid generations,
 -- the packages a user can buy, and the storage bucket for generated media.
 

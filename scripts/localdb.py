@@ -12,6 +12,7 @@ Command line (used by the Makefile)::
     python scripts/localdb.py migrate [DB]      # create DB if missing, yoyo apply
     python scripts/localdb.py testdb DB         # fresh DB: migrations + test helpers
     python scripts/localdb.py url [DB]          # print the libpq URL
+    python scripts/localdb.py webhook-url [DB]  # URL of the webhook's login (member of paycore_webhook)
     python scripts/localdb.py stop
 """
 
@@ -22,7 +23,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -213,9 +213,8 @@ def install_test_helpers(db_conninfo: str) -> None:
         conn.execute("create extension if not exists pgtap schema tests")
         conn.execute("create extension if not exists plpgsql_check schema tests")
         dbname = conn.info.dbname
-        conn.execute(
-            sql.SQL("alter database {} set search_path = \"$user\", public, tests").format(sql.Identifier(dbname))
-        )
+        alter = sql.SQL("alter database {} set search_path = \"$user\", public, tests")
+        conn.execute(alter.format(sql.Identifier(dbname)))
     psql_file(db_conninfo, TEST_HELPERS)
 
 
@@ -226,16 +225,16 @@ def build_test_database(server_url: str, dbname: str) -> str:
     return conninfo
 
 
-def wait_ready(conninfo: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(conninfo, connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+WEBHOOK_LOGIN = "paycore_webhook_app"
+
+
+def ensure_webhook_login(cluster: Cluster, dbname: str) -> str:
+    """The local webhook logs in as a member of paycore_webhook, never as a superuser."""
+    with psycopg.connect(cluster.url(dbname), autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_roles where rolname = %s", (WEBHOOK_LOGIN,)).fetchone():
+            create = sql.SQL("create role {} login in role paycore_webhook")
+            conn.execute(create.format(sql.Identifier(WEBHOOK_LOGIN)))
+    return cluster.url(dbname).replace("postgresql://postgres@", f"postgresql://{WEBHOOK_LOGIN}@", 1)
 
 
 def main(argv: list[str]) -> int:
@@ -257,6 +256,8 @@ def main(argv: list[str]) -> int:
         print(cluster.url(dbname))
     elif command == "url":
         print(cluster.url(dbname))
+    elif command == "webhook-url":
+        print(ensure_webhook_login(cluster, dbname))
     else:
         print(__doc__)
         return 2

@@ -9,7 +9,6 @@ named paycore_test_*, and dropped at the end.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import localdb  # noqa: E402
+import localdb
 
 DB_PREFIX = "paycore_test_"
 

@@ -153,9 +153,8 @@ def test_existing_supabase_objects_are_left_alone(make_database) -> None:
         """)
     localdb.yoyo("apply", conninfo)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        assert conn.execute("select auth.uid()").fetchone() == (
-            __import__("uuid").UUID("00000000-0000-4000-8000-00000000000a"),
-        ), "auth.uid() was replaced"
+        uid = conn.execute("select auth.uid()::text").fetchone()
+        assert uid == ("00000000-0000-4000-8000-00000000000a",), "auth.uid() was replaced"
         assert conn.execute(
             "select count(*) from information_schema.columns where table_schema = 'auth' "
             "and table_name = 'users' and column_name = 'supabase_only'"
@@ -163,7 +162,8 @@ def test_existing_supabase_objects_are_left_alone(make_database) -> None:
         assert conn.execute("select obj_description('auth'::regnamespace)").fetchone() == (None,)
         # Missing helpers are still provided next to Supabase's own.
         assert conn.execute("select to_regprocedure('auth.jwt()') is not null").fetchone() == (True,)
-        assert conn.execute("select count(*) from storage.buckets where id = 'generations'").fetchone() == (1,)
+        buckets = conn.execute("select count(*) from storage.buckets where id = 'generations'")
+        assert buckets.fetchone() == (1,)
     localdb.yoyo("rollback", conninfo, "--all")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         assert conn.execute("select to_regclass('auth.users') is not null").fetchone() == (True,)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages paycore needs, only those missing: PostgreSQL 15 with pgTAP
+# and plpgsql_check, and pg_prove. Runs as root (or with sudo). Idempotent and quick when
+# everything is there.
+set -euo pipefail
+
+packages=(
+    postgresql-15
+    postgresql-15-pgtap
+    postgresql-15-plpgsql-check
+    libtap-parser-sourcehandler-pgtap-perl
+)
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "installing: ${missing[*]}"
+# paycore runs its own clusters; Debian's default cluster on port 5432 is not needed.
+if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    $sudo mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -56,7 +56,7 @@ pytest: setup
 ## pgtap: the same pgTAP files under pg_prove, on a fresh database in the project cluster.
 pgtap: setup
 	@$(LOCALDB) testdb paycore_pgtap >/dev/null
-	pg_prove -d "$$($(LOCALDB) url paycore_pgtap)" tests/pgtap/*.sql
+	env $$($(LOCALDB) env paycore_pgtap) pg_prove tests/pgtap/*.sql
 
 ## bench: adjust_credits against a bare-SQL floor (not a test; prints ratios).
 bench: setup

@@ -12,6 +12,7 @@ Command line (used by the Makefile)::
     python scripts/localdb.py migrate [DB]      # create DB if missing, yoyo apply
     python scripts/localdb.py testdb DB         # fresh DB: migrations + test helpers
     python scripts/localdb.py url [DB]          # print the libpq URL
+    python scripts/localdb.py env [DB]          # PGHOST=... PGPORT=... for psql: eval "export $(...)"
     python scripts/localdb.py webhook-url [DB]  # URL of the webhook's login (member of paycore_webhook)
     python scripts/localdb.py stop
 """
@@ -256,6 +257,8 @@ def main(argv: list[str]) -> int:
         print(cluster.url(dbname))
     elif command == "url":
         print(cluster.url(dbname))
+    elif command == "env":
+        print(f"PGHOST={cluster.sockdir} PGPORT={cluster.port} PGUSER=postgres PGDATABASE={dbname}")
     elif command == "webhook-url":
         print(ensure_webhook_login(cluster, dbname))
     else:

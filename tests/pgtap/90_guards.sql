@@ -1,7 +1,7 @@
 -- Guards over the whole schema: every object, present and future. A new table, function
 -- or grant that breaks the security model fails here without a test of its own.
 begin;
-select plan(12);
+select plan(15);
 
 -- 1. RLS is enabled on every table of public (yoyo's bookkeeping tables included).
 select is_empty(
@@ -132,6 +132,61 @@ select is_empty(
     $$select conrelid::regclass::text, conname from pg_constraint
       where connamespace = 'public'::regnamespace and contype = 'c' and conname ~ '_check$'$$,
     'CHECK constraints are named as assertions'
+);
+
+-- 12. What anon may read at all: the declared list.
+select set_eq(
+    $$select c.relname::text from pg_class as c
+      where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
+        and has_table_privilege('anon', c.oid, 'SELECT')$$,
+    $$values ('credit_packages')$$,
+    'anon reads only the declared public tables'
+);
+
+-- 13. Row isolation over every table that names a user: with rows of two users in place,
+--     a signed-in user sees none of the other's rows. Seed rows for new modules here.
+select tests.create_user('guard-a@example.test') as a \gset
+select tests.create_user('guard-b@example.test') as b \gset
+select from adjust_credits(:'a', 10, 'gift');
+select from adjust_credits(:'b', 10, 'gift');
+select from start_generation(:'a', 'image', 'm', 'p', 1);
+select from start_generation(:'b', 'image', 'm', 'p', 1);
+select tests.authenticate_as(:'b');
+select from track_event('guards', 'seeded');
+select tests.authenticate_as(:'a');
+select from track_event('guards', 'seeded');
+
+create function pg_temp.rows_of_others(p_me uuid)
+returns setof text
+language plpgsql
+as $$
+declare
+    v_table regclass;
+    v_column name;
+    v_count bigint;
+begin
+    for v_table, v_column in
+        select c.oid::regclass, a.attname
+        from pg_class as c
+        join pg_attribute as a on a.attrelid = c.oid and not a.attisdropped
+        where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
+          and a.attname in ('user_id', 'actor_id') and a.atttypid = 'uuid'::regtype
+          and has_table_privilege(c.oid, 'SELECT')
+    loop
+        execute format('select count(*) from %s where %I is distinct from $1', v_table, v_column)
+        into v_count using p_me;
+        if v_count > 0 then
+            return next format('%s: %s rows of other users', v_table, v_count);
+        end if;
+    end loop;
+end;
+$$;
+select is_empty(format('select * from pg_temp.rows_of_others(%L)', :'a'),
+    'a signed-in user sees no row of another user in any public table');
+select tests.reset_role();
+select cmp_ok(
+    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 3,
+    '... while those rows exist (credits, ledger, generations, events)'
 );
 
 select * from finish();

@@ -56,24 +56,11 @@ comment on function paycore.apply_credit_change(uuid, bigint, text, text, jsonb,
 'Applies one ledger row and the balance it implies, atomically: PT404 for an unknown user, '
 'PT402 (nothing written) for a debit beyond the balance. Internal.';
 
-create function paycore.check_credit_arguments(
-    p_amount bigint,
-    p_type text,
-    p_metadata jsonb,
-    p_idempotency_key text
-)
+create function paycore.check_metadata_and_key(p_metadata jsonb, p_idempotency_key text)
 returns void
 language plpgsql immutable
 as $$
 begin
-    if p_amount is null or p_amount = 0 or abs(p_amount) > 1000000000000000 then
-        raise exception 'p_amount must be a non-zero integer of at most 10^15 in size'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
-    if p_type is null or btrim(p_type) = '' or length(p_type) > 50 then
-        raise exception 'p_type must be 1 to 50 characters'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
     if p_metadata is null or jsonb_typeof(p_metadata) <> 'object' then
         raise exception 'p_metadata must be a JSON object'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -84,8 +71,9 @@ begin
     end if;
 end;
 $$;
-comment on function paycore.check_credit_arguments(bigint, text, jsonb, text) is
-'Raises PT400 invalid_argument unless the arguments of a credit change are well formed.';
+comment on function paycore.check_metadata_and_key(jsonb, text) is
+'Raises PT400 invalid_argument unless metadata is a JSON object and the idempotency key, '
+'if any, is 1 to 200 characters.';
 
 create function public.adjust_credits(
     p_user_id uuid,
@@ -106,7 +94,15 @@ begin
         raise exception 'p_user_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    perform paycore.check_credit_arguments(p_amount, p_type, p_metadata, p_idempotency_key);
+    if p_amount is null or p_amount = 0 or abs(p_amount) > 1000000000000000 then
+        raise exception 'p_amount must be a non-zero integer of at most 10^15 in size'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_type is null or btrim(p_type) = '' or length(p_type) > 50 then
+        raise exception 'p_type must be 1 to 50 characters'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    perform paycore.check_metadata_and_key(p_metadata, p_idempotency_key);
 
     if p_idempotency_key is not null then
         -- Serialise the calls that carry this key, then look for an earlier one.
@@ -194,14 +190,7 @@ begin
         raise exception 'p_cost must be an integer from 0 to 10^15'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_metadata is null or jsonb_typeof(p_metadata) <> 'object' then
-        raise exception 'p_metadata must be a JSON object'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
-    if p_idempotency_key is not null and (p_idempotency_key = '' or length(p_idempotency_key) > 200) then
-        raise exception 'p_idempotency_key must be null or 1 to 200 characters'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
+    perform paycore.check_metadata_and_key(p_metadata, p_idempotency_key);
     if not exists (select 1 from auth.users as u where u.id = p_user_id) then
         raise exception 'user % does not exist', p_user_id
         using errcode = 'PT404', hint = 'not_found';

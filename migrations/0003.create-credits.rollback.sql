@@ -21,6 +21,5 @@ drop table public.credit_transactions;
 drop table public.generations;
 drop table public.credits;
 drop function paycore.find_open_generation_error(uuid);
-drop function paycore.check_metadata_and_key(jsonb, text);
 drop function paycore.apply_credit_change(uuid, bigint, text, text, jsonb, uuid, text);
 drop function paycore.tg_credit_transactions__append_only();

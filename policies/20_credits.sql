@@ -57,7 +57,6 @@ using (
 );
 
 revoke all on function paycore.apply_credit_change(uuid, bigint, text, text, jsonb, uuid, text) from public;
-revoke all on function paycore.check_metadata_and_key(jsonb, text) from public;
 revoke all on function paycore.find_open_generation_error(uuid) from public;
 revoke all on function paycore.tg_credit_transactions__append_only() from public;
 

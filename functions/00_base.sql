@@ -89,6 +89,21 @@ $$;
 comment on function paycore.caller_role() is
 'The role of the caller of the outermost function: anon, authenticated, service_role or a login role.';
 
+create function paycore.is_trusted_role(p_role text)
+returns boolean
+language sql stable
+as $$
+    -- Trusted: service_role (the Supabase secret key), members of paycore_webhook (the
+    -- webhook's login), and the owner of paycore's functions (current_user inside them)
+    -- with its members (a DBA, a job). Not a role that merely inherits from authenticated.
+    select p_role = 'service_role'
+        or pg_catalog.pg_has_role(p_role, 'paycore_webhook', 'MEMBER')
+        or pg_catalog.pg_has_role(p_role, current_user, 'MEMBER')
+$$;
+comment on function paycore.is_trusted_role(text) is
+'Whether the caller''s role may act on any user: service_role, members of paycore_webhook, and '
+'the owner of paycore''s functions with its members. Internal.';
+
 create function paycore.resolve_user_id(p_user_id uuid)
 returns uuid
 language plpgsql stable
@@ -97,10 +112,6 @@ declare
     v_role text := paycore.caller_role();
     v_uid uuid;
 begin
-    if v_role = 'anon' then
-        raise exception 'sign in first'
-        using errcode = 'PT403', hint = 'forbidden';
-    end if;
     if v_role = 'authenticated' then
         v_uid := auth.uid();
         if v_uid is null then
@@ -111,9 +122,19 @@ begin
             raise exception 'a user may act only on itself'
             using errcode = 'PT403', hint = 'forbidden';
         end if;
+        -- A JWT outlives the user it was issued to (deleted, or soft-deleted by Supabase Auth).
+        if not exists (
+            select 1 from auth.users as u where u.id = v_uid and u.deleted_at is null
+        ) then
+            raise exception 'the user of this JWT no longer exists'
+            using errcode = 'PT403', hint = 'forbidden';
+        end if;
         return v_uid;
     end if;
-    -- service_role, or a trusted login role (the webhook, a DBA, a job).
+    if v_role = 'anon' or not paycore.is_trusted_role(v_role) then
+        raise exception 'role % may not act on users', v_role
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_user_id is null then
         raise exception 'p_user_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -122,8 +143,9 @@ begin
 end;
 $$;
 comment on function paycore.resolve_user_id(uuid) is
-'The user a call acts on: the caller itself for authenticated (null or its own id, else PT403), '
-'any given id for service_role and trusted roles (null is PT400), never anything for anon.';
+'The user a call acts on: for authenticated the caller itself (null or its own id, else PT403; '
+'PT403 when the JWT''s user no longer exists); any given id for trusted roles '
+'(paycore.is_trusted_role; null is PT400); every other role, anon included, PT403.';
 
 create function paycore.tg__set_updated_at()
 returns trigger
@@ -136,3 +158,89 @@ end;
 $$;
 comment on function paycore.tg__set_updated_at() is
 'Keeps updated_at at the time of the last change of a row.';
+
+create function paycore.setting(p_key text)
+returns jsonb
+language sql stable
+as $$
+    select s.value from paycore.settings as s where s.key = p_key
+$$;
+comment on function paycore.setting(text) is
+'The configured value of p_key in paycore.settings, null when absent. Internal.';
+
+create function paycore.is_blank(p_value text)
+returns boolean
+language sql immutable
+as $$
+    -- Unicode white space too (no-break, ideographic, zero-width spaces), not only ' '.
+    select p_value ~ '^[[:space:]\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]*$'
+$$;
+comment on function paycore.is_blank(text) is
+'True when p_value is empty or only white space (Unicode spaces included); null for null. Internal.';
+
+create function paycore.check_text(p_name text, p_value text, p_max_length integer, p_required boolean)
+returns void
+language plpgsql immutable
+as $$
+begin
+    if p_value is null then
+        if p_required then
+            raise exception '% is required', p_name
+            using errcode = 'PT400', hint = 'invalid_argument';
+        end if;
+        return;
+    end if;
+    if paycore.is_blank(p_value) or length(p_value) > p_max_length then
+        raise exception '% must be 1 to % characters, not only white space', p_name, p_max_length
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+end;
+$$;
+comment on function paycore.check_text(text, text, integer, boolean) is
+'Raises PT400 invalid_argument unless p_value is null (when not required) or 1 to p_max_length '
+'characters that are not all white space. Internal: the one rule for every text argument.';
+
+create function paycore.check_json_object(p_name text, p_value jsonb, p_max_bytes integer)
+returns void
+language plpgsql immutable
+as $$
+begin
+    if p_value is null or jsonb_typeof(p_value) <> 'object' then
+        raise exception '% must be a JSON object', p_name
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if octet_length(p_value::text) > p_max_bytes then
+        raise exception '% must be at most % bytes of JSON', p_name, p_max_bytes
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+end;
+$$;
+comment on function paycore.check_json_object(text, jsonb, integer) is
+'Raises PT400 invalid_argument unless p_value is a JSON object of at most p_max_bytes bytes '
+'as text. Internal.';
+
+create function paycore.check_idempotency_key(p_name text, p_key text)
+returns void
+language plpgsql immutable
+as $$
+begin
+    if p_key is null then
+        return;
+    end if;
+    if paycore.is_blank(p_key) or length(p_key) > 200 then
+        raise exception '% must be null or 1 to 200 characters, not only white space', p_name
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_key like 'paycore:%' then
+        raise exception '% must not start with paycore: (reserved for the keys paycore writes)', p_name
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+end;
+$$;
+comment on function paycore.check_idempotency_key(text, text) is
+'Raises PT400 invalid_argument unless a caller''s key is null or 1 to 200 characters outside '
+'the reserved prefix paycore: (the namespace of the keys paycore writes itself). Internal.';
+
+create trigger settings_set_updated_at
+before update on paycore.settings
+for each row execute function paycore.tg__set_updated_at();

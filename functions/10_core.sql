@@ -30,6 +30,36 @@ comment on function paycore.log_event(text, uuid, text, text, text, jsonb, text)
 'Appends an event and returns its id; with a dedup_key already used, writes nothing and '
 'returns the id of the first event with that key. Internal: called by paycore functions.';
 
+create function paycore.take_client_event_slot(p_user_id uuid)
+returns void
+language plpgsql volatile
+as $$
+declare
+    v_limit integer := coalesce((paycore.setting('track_event_hourly_limit'))::integer, 600);
+    v_hour timestamptz := date_trunc('hour', paycore.clock(), 'UTC');
+    v_events integer;
+begin
+    -- One statement counts and checks: the row lock serialises a user's parallel calls, and
+    -- a full hour matches no row, so the limit holds under any concurrency.
+    insert into paycore.client_event_counters as c (user_id, window_start, events)
+    values (p_user_id, v_hour, 1)
+    on conflict (user_id) do update
+    set
+        window_start = excluded.window_start,
+        events = case when c.window_start = excluded.window_start then c.events + 1 else 1 end
+    where c.window_start <> excluded.window_start or c.events < v_limit
+    returning c.events into v_events;
+    if v_events is null then
+        raise exception 'at most % events per hour may be tracked', v_limit
+        using errcode = 'PT429', hint = 'rate_limited',
+        detail = json_build_object('limit', v_limit, 'retry_after', v_hour + interval '1 hour')::text;
+    end if;
+end;
+$$;
+comment on function paycore.take_client_event_slot(uuid) is
+'Counts one client event of p_user_id in the current clock hour; PT429 rate_limited (counting '
+'nothing) when the hour already has track_event_hourly_limit events. Internal.';
+
 create function public.track_event(
     p_app_id text,
     p_type text,
@@ -38,41 +68,52 @@ create function public.track_event(
 )
 returns uuid
 language plpgsql volatile security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_uid uuid := paycore.resolve_user_id(null);
+    v_key text;
+    v_id uuid;
 begin
-    if p_type is null or btrim(p_type) = '' or length(p_type) > 100 then
-        raise exception 'p_type must be 1 to 100 characters'
+    perform paycore.check_text('p_type', p_type, 100, true);
+    perform paycore.check_text('p_app_id', p_app_id, 100, false);
+    perform paycore.check_json_object('p_meta', coalesce(p_meta, '{}'), 8192);
+    perform paycore.check_text('p_dedup_key', p_dedup_key, 200, false);
+    if exists (
+        select 1 from paycore.reserved_event_namespaces as r
+        where r.namespace = lower(substring(btrim(p_type) from '^[^.:/ ]*'))
+    ) then
+        raise exception 'event type % is in a namespace only paycore writes', p_type
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_app_id is not null and (btrim(p_app_id) = '' or length(p_app_id) > 100) then
-        raise exception 'p_app_id must be null or 1 to 100 characters'
-        using errcode = 'PT400', hint = 'invalid_argument';
+
+    v_key := 'track:' || v_uid || ':' || p_dedup_key;
+    if v_key is not null then
+        select e.id into v_id from public.events as e where e.dedup_key = v_key;
+        if found then
+            return v_id;
+        end if;
     end if;
-    if p_meta is not null and jsonb_typeof(p_meta) <> 'object' then
-        raise exception 'p_meta must be a JSON object'
-        using errcode = 'PT400', hint = 'invalid_argument';
+
+    perform paycore.take_client_event_slot(v_uid);
+    insert into public.events (type, actor_id, app_id, meta, dedup_key, source)
+    values (p_type, v_uid, p_app_id, coalesce(p_meta, '{}'), v_key, 'client')
+    on conflict (dedup_key) do nothing
+    returning id into v_id;
+    if v_id is null then
+        -- The same key, tracked concurrently and committed first.
+        select e.id into v_id from public.events as e where e.dedup_key = v_key;
     end if;
-    if pg_catalog.octet_length(p_meta::text) > 8192 then
-        raise exception 'p_meta must be at most 8 kB'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
-    if p_dedup_key is not null and (p_dedup_key = '' or length(p_dedup_key) > 200) then
-        raise exception 'p_dedup_key must be null or 1 to 200 characters'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
-    return paycore.log_event(
-        p_type => p_type,
-        p_actor_id => v_uid,
-        p_app_id => p_app_id,
-        p_meta => coalesce(p_meta, '{}'),
-        p_dedup_key => 'track:' || v_uid || ':' || p_dedup_key
-    );
+    return v_id;
 end;
 $$;
 comment on function public.track_event(text, text, jsonb, text) is
-'Records an event by the signed-in caller (actor = auth.uid()). A repeated p_dedup_key '
-'returns the id of the first event and writes nothing. SECURITY DEFINER: clients cannot '
-'insert into public.events themselves.';
+'Records an event by the signed-in caller (actor = auth.uid(), source = client). A repeated '
+'p_dedup_key returns the id of the first event and writes nothing. Types in paycore''s own '
+'namespaces (paycore.reserved_event_namespaces) are PT400; beyond track_event_hourly_limit '
+'events per hour PT429 rate_limited. SECURITY DEFINER: clients cannot insert into '
+'public.events themselves.';
+
+create trigger client_event_counters_set_updated_at
+before update on paycore.client_event_counters
+for each row execute function paycore.tg__set_updated_at();

@@ -17,30 +17,44 @@ as $$
 declare
     v_balance bigint;
 begin
-    -- The check and the write in one statement: the row lock serialises writers of one
-    -- user, and a debit beyond the balance matches no row.
-    update public.credits as c
-    set balance = c.balance + p_amount
-    where c.user_id = p_user_id and c.balance + p_amount >= 0
-    returning c.balance into o_balance;
+    <<apply>>
+    loop
+        -- The check and the write in one statement: the row lock serialises writers of one
+        -- user, and a debit beyond the balance (or a grant beyond the cap) matches no row.
+        -- |p_amount| <= 10^15 and balance <= 10^18, so the sum cannot overflow.
+        update public.credits as c
+        set balance = c.balance + p_amount
+        where c.user_id = p_user_id and c.balance + p_amount between 0 and 1000000000000000000
+        returning c.balance into o_balance;
+        exit apply when found;
 
-    if not found then
+        select c.balance into v_balance from public.credits as c where c.user_id = p_user_id;
+        if found then
+            if p_amount < 0 then
+                raise exception 'not enough credits: balance %, needed %', v_balance, -p_amount
+                using errcode = 'PT402', hint = 'insufficient_credits',
+                detail = json_build_object('balance', v_balance, 'needed', -p_amount)::text;
+            end if;
+            raise exception 'a balance cannot exceed 10^18 credits: balance %, grant %', v_balance, p_amount
+            using errcode = 'PT409', hint = 'balance_limit_exceeded',
+            detail = json_build_object('balance', v_balance, 'amount', p_amount)::text;
+        end if;
         if not exists (select 1 from auth.users as u where u.id = p_user_id) then
             raise exception 'user % does not exist', p_user_id
             using errcode = 'PT404', hint = 'not_found';
         end if;
         if p_amount < 0 then
-            select c.balance into v_balance from public.credits as c where c.user_id = p_user_id;
-            raise exception 'not enough credits: balance %, needed %', coalesce(v_balance, 0), -p_amount
+            raise exception 'not enough credits: balance 0, needed %', -p_amount
             using errcode = 'PT402', hint = 'insufficient_credits',
-            detail = json_build_object('balance', coalesce(v_balance, 0), 'needed', -p_amount)::text;
+            detail = json_build_object('balance', 0, 'needed', -p_amount)::text;
         end if;
-        -- The user's first credit.
-        insert into public.credits as c (user_id, balance)
+        -- The user's first credit. A concurrent first credit wins the insert: then update.
+        insert into public.credits (user_id, balance)
         values (p_user_id, p_amount)
-        on conflict (user_id) do update set balance = c.balance + excluded.balance
-        returning c.balance into o_balance;
-    end if;
+        on conflict (user_id) do nothing
+        returning balance into o_balance;
+        exit apply when found;
+    end loop;
 
     insert into public.credit_transactions (
         user_id, amount, balance_after, type, description, metadata, generation_id, idempotency_key
@@ -54,7 +68,8 @@ end;
 $$;
 comment on function paycore.apply_credit_change(uuid, bigint, text, text, jsonb, uuid, text) is
 'Applies one ledger row and the balance it implies, atomically: PT404 for an unknown user, '
-'PT402 (nothing written) for a debit beyond the balance. Internal.';
+'PT402 for a debit beyond the balance, PT409 balance_limit_exceeded for a balance beyond '
+'10^18; a refusal writes nothing. Internal: callers check |p_amount| <= 10^15.';
 
 create function public.adjust_credits(
     p_user_id uuid,
@@ -66,34 +81,36 @@ create function public.adjust_credits(
 )
 returns table (balance bigint, transaction_id uuid)
 language plpgsql volatile security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_previous public.credit_transactions;
     v_change record;
 begin
+    -- The checks are plain expressions, not calls of paycore.check_*: this is the hot path.
     if p_user_id is null then
         raise exception 'p_user_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_amount is null or p_amount = 0 or abs(p_amount) > 1000000000000000 then
-        raise exception 'p_amount must be a non-zero integer of at most 10^15 in size'
+    if p_amount is null or p_amount = 0 or p_amount < -1000000000000000 or p_amount > 1000000000000000 then
+        raise exception 'p_amount must be a non-zero integer from -10^15 to 10^15'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_type is null or btrim(p_type) = '' or length(p_type) > 50 then
-        raise exception 'p_type must be 1 to 50 characters'
+    if p_type is null or length(p_type) > 50 or paycore.is_blank(p_type) then
+        raise exception 'p_type must be 1 to 50 characters, not only white space'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_metadata is null or jsonb_typeof(p_metadata) <> 'object' then
-        raise exception 'p_metadata must be a JSON object'
+    if p_description is not null and (length(p_description) > 1000 or paycore.is_blank(p_description)) then
+        raise exception 'p_description must be null or 1 to 1000 characters, not only white space'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_metadata is null or jsonb_typeof(p_metadata) <> 'object' or octet_length(p_metadata::text) > 8192 then
+        raise exception 'p_metadata must be a JSON object of at most 8192 bytes'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
 
     if p_idempotency_key is not null then
-        if p_idempotency_key = '' or length(p_idempotency_key) > 200 then
-            raise exception 'p_idempotency_key must be null or 1 to 200 characters'
-            using errcode = 'PT400', hint = 'invalid_argument';
-        end if;
+        perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);
         perform pg_advisory_xact_lock(hashtextextended(p_user_id::text || '/' || p_idempotency_key, 0));
         select t.* into v_previous
         from public.credit_transactions as t
@@ -126,14 +143,15 @@ end;
 $$;
 comment on function public.adjust_credits(uuid, bigint, text, text, jsonb, text) is
 'Adds (amount > 0) or debits (amount < 0) credits and appends the ledger row, atomically. '
-'A debit beyond the balance is PT402 and writes nothing. The same idempotency key with the '
-'same arguments returns the first result; with other arguments PT409. service_role only; '
-'SECURITY DEFINER because no client role may write credits or the ledger.';
+'A debit beyond the balance is PT402 and writes nothing; a balance beyond 10^18 is PT409 '
+'balance_limit_exceeded. The same idempotency key with the same arguments returns the first '
+'result; with other arguments PT409. Keys starting with paycore: are reserved (PT400). '
+'service_role only; SECURITY DEFINER because no client role may write credits or the ledger.';
 
 create function public.get_user_balance(p_user_id uuid default null)
 returns bigint
 language plpgsql stable security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_uid uuid := paycore.resolve_user_id(p_user_id);
@@ -165,7 +183,7 @@ create function public.start_generation(
 )
 returns public.generations
 language plpgsql volatile security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_generation public.generations;
@@ -174,23 +192,15 @@ begin
         raise exception 'p_user_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_type is null or btrim(p_type) = '' or length(p_type) > 100
-        or p_model is null or btrim(p_model) = '' or length(p_model) > 100 then
-        raise exception 'p_type and p_model must be 1 to 100 characters'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
+    perform paycore.check_text('p_type', p_type, 100, true);
+    perform paycore.check_text('p_model', p_model, 100, true);
+    perform paycore.check_text('p_prompt', p_prompt, 20000, false);
     if p_cost is null or p_cost < 0 or p_cost > 1000000000000000 then
         raise exception 'p_cost must be an integer from 0 to 10^15'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_metadata is null or jsonb_typeof(p_metadata) <> 'object' then
-        raise exception 'p_metadata must be a JSON object'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
-    if p_idempotency_key is not null and (p_idempotency_key = '' or length(p_idempotency_key) > 200) then
-        raise exception 'p_idempotency_key must be null or 1 to 200 characters'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
+    perform paycore.check_json_object('p_metadata', p_metadata, 8192);
+    perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);
     if not exists (select 1 from auth.users as u where u.id = p_user_id) then
         raise exception 'user % does not exist', p_user_id
         using errcode = 'PT404', hint = 'not_found';
@@ -227,7 +237,7 @@ begin
         perform paycore.apply_credit_change(
             p_user_id, -p_cost, 'generation', 'Generation with ' || p_model,
             jsonb_build_object('model', p_model, 'type', p_type), v_generation.id,
-            'generation:' || v_generation.id || ':debit'
+            'paycore:generation:' || v_generation.id || ':debit'
         );
     end if;
 
@@ -271,7 +281,7 @@ create function public.complete_generation(
 )
 returns public.generations
 language plpgsql volatile security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_generation public.generations;
@@ -280,10 +290,18 @@ begin
         raise exception 'p_generation_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_result_urls is null or jsonb_typeof(p_result_urls) <> 'array' then
-        raise exception 'p_result_urls must be a JSON array'
+    if p_result_urls is null or jsonb_typeof(p_result_urls) <> 'array'
+        or jsonb_array_length(p_result_urls) > 100 or octet_length(p_result_urls::text) > 65536
+        or exists (
+            select 1 from jsonb_array_elements(p_result_urls) as r (url)
+            where jsonb_typeof(r.url) <> 'string' or length(r.url #>> '{}') > 2048
+                or paycore.is_blank(r.url #>> '{}')
+        ) then
+        raise exception 'p_result_urls must be a JSON array of at most 100 strings of 1 to 2048 characters'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
+    perform paycore.check_text('p_preview_path', p_preview_path, 1024, false);
+    perform paycore.check_text('p_poster_path', p_poster_path, 1024, false);
 
     update public.generations as g
     set
@@ -314,7 +332,7 @@ comment on function public.complete_generation(uuid, jsonb, text, text) is
 create function public.fail_generation(p_generation_id uuid, p_reason text)
 returns public.generations
 language plpgsql volatile security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_generation public.generations;
@@ -323,10 +341,7 @@ begin
         raise exception 'p_generation_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_reason is null or btrim(p_reason) = '' or length(p_reason) > 2000 then
-        raise exception 'p_reason must be 1 to 2000 characters'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
+    perform paycore.check_text('p_reason', p_reason, 2000, true);
 
     -- Only one caller can move the row out of an open state: the refund follows once.
     update public.generations as g
@@ -341,7 +356,7 @@ begin
         perform paycore.apply_credit_change(
             v_generation.user_id, v_generation.credits_used, 'refund',
             'Refund for failed generation', jsonb_build_object('reason', p_reason),
-            v_generation.id, 'generation:' || v_generation.id || ':refund'
+            v_generation.id, 'paycore:generation:' || v_generation.id || ':refund'
         );
     end if;
 
@@ -362,16 +377,45 @@ returns trigger
 language plpgsql
 as $$
 begin
-    -- A delete cascaded from deleting the user (trigger depth > 1) is the only way out.
-    if tg_op = 'DELETE' and pg_trigger_depth() > 1 then
-        return old;
+    -- The one way out: a delete cascaded from deleting the auth user (GDPR erasure), seen
+    -- as a row whose user no longer exists.
+    if tg_op = 'DELETE' then
+        if not exists (select 1 from auth.users as u where u.id = old.user_id) then
+            return old;
+        end if;
     end if;
     raise exception 'credit_transactions is append-only'
     using errcode = 'PT403', hint = 'forbidden';
 end;
 $$;
 comment on function paycore.tg_credit_transactions__append_only() is
-'Refuses UPDATE, DELETE and TRUNCATE of ledger rows, except deletes cascaded from the user.';
+'Refuses UPDATE, DELETE and TRUNCATE of ledger rows, except the delete cascaded from deleting '
+'the auth user.';
+
+create function paycore.tg_credits__delete_with_user()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- A balance row goes only with its auth user: deleting it alone would erase the ledger.
+    if tg_op = 'DELETE' then
+        if not exists (select 1 from auth.users as u where u.id = old.user_id) then
+            return old;
+        end if;
+    end if;
+    raise exception 'a balance is deleted only with its auth user'
+    using errcode = 'PT403', hint = 'forbidden';
+end;
+$$;
+comment on function paycore.tg_credits__delete_with_user() is
+'Refuses DELETE and TRUNCATE of balance rows, except the delete cascaded from deleting the auth user.';
+
+create trigger credits_delete_with_user
+before delete on public.credits
+for each row execute function paycore.tg_credits__delete_with_user();
+create trigger credits_no_truncate
+before truncate on public.credits
+for each statement execute function paycore.tg_credits__delete_with_user();
 
 create trigger credit_transactions_append_only
 before update or delete on public.credit_transactions

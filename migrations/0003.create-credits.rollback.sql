@@ -3,6 +3,10 @@ drop policy if exists generations_bucket_select on storage.objects;
 drop policy if exists generations_bucket_insert_own on storage.objects;
 drop policy if exists generations_bucket_update_own on storage.objects;
 drop policy if exists generations_bucket_delete_own on storage.objects;
+-- Supabase Storage refuses direct deletes on its tables (a statement trigger) unless this
+-- setting is 'true' in the transaction: the Storage API sets it the same way. The bucket goes
+-- only while it holds no file; a bucket with files is left for the Storage API to empty.
+select set_config('storage.allow_delete_query', 'true', true);
 delete from storage.buckets
 where
     id = 'generations'

@@ -11,3 +11,7 @@ revoke all on function paycore.log_event(text, uuid, text, text, text, jsonb, te
 
 revoke all on function public.track_event(text, text, jsonb, text) from public, anon, authenticated, service_role;
 grant execute on function public.track_event(text, text, jsonb, text) to authenticated;
+
+revoke all on function paycore.take_client_event_slot(uuid) from public;
+revoke all on table paycore.reserved_event_namespaces from public;
+revoke all on table paycore.client_event_counters from public;

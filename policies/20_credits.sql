@@ -28,11 +28,15 @@ create policy credit_packages_select_active on public.credit_packages
 for select to anon, authenticated
 using (active);
 
--- Storage bucket 'generations': anyone reads; a signed-in user writes and deletes only
--- under its own folder <auth.uid()>/...
-create policy generations_bucket_select on storage.objects
-for select to anon, authenticated
-using (bucket_id = 'generations');
+-- Storage bucket 'generations': public, so anyone downloads a file by its URL without a
+-- policy; a signed-in user lists, writes and deletes only under its own folder
+-- <auth.uid()>/... No SELECT policy for anon: listing would expose every user's files.
+create policy generations_bucket_select_own on storage.objects
+for select to authenticated
+using (
+    bucket_id = 'generations'
+    and (storage.foldername(name))[1] = (select auth.uid()::text)
+);
 create policy generations_bucket_insert_own on storage.objects
 for insert to authenticated
 with check (
@@ -59,6 +63,7 @@ using (
 revoke all on function paycore.apply_credit_change(uuid, bigint, text, text, jsonb, uuid, text) from public;
 revoke all on function paycore.find_open_generation_error(uuid) from public;
 revoke all on function paycore.tg_credit_transactions__append_only() from public;
+revoke all on function paycore.tg_credits__delete_with_user() from public;
 
 revoke all on function public.adjust_credits(uuid, bigint, text, text, jsonb, text)
 from public, anon, authenticated, service_role;

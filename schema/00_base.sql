@@ -121,3 +121,17 @@ $$;
 create schema paycore;
 comment on schema paycore is
 'paycore internals: configuration, the clock, helpers. Not exposed over PostgREST.';
+
+-- Configuration a deployment may change with SQL (as the owner), read by paycore.setting().
+create table paycore.settings (
+    key text not null,
+    value jsonb not null,
+    description text not null,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    constraint settings_pkey primary key (key),
+    constraint key_is_a_slug check (key ~ '^[a-z][a-z0-9_]{0,62}$')
+);
+comment on table paycore.settings is
+'paycore configuration: one JSON value per key, changed by the owner with SQL '
+'(update paycore.settings set value = ... where key = ...). Each module inserts its defaults.';

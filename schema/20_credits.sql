@@ -9,7 +9,8 @@ create table public.credits (
     constraint credits_pkey primary key (user_id),
     constraint credits_user_id_fkey foreign key (user_id)
     references auth.users (id) on delete cascade,
-    constraint balance_is_not_negative check (balance >= 0)
+    constraint balance_is_not_negative check (balance >= 0),
+    constraint balance_is_at_most_10e18 check (balance <= 1000000000000000000)
 );
 comment on table public.credits is
 'One balance per user. Invariant: balance = sum(amount) of the user''s credit_transactions, '
@@ -85,12 +86,13 @@ on public.credit_transactions (user_id, created_at desc);
 create index credit_transactions_generation_id_idx
 on public.credit_transactions (generation_id) where generation_id is not null;
 comment on table public.credit_transactions is
-'The credit ledger, append-only: rows are never updated or deleted (except with their user). '
+'The credit ledger, append-only: rows are never updated or deleted, except with their auth user. '
 'A (user_id, idempotency_key) pair is applied at most once.';
 comment on column public.credit_transactions.balance_after is
 'The user''s balance right after this row was applied.';
 comment on column public.credit_transactions.idempotency_key is
-'Caller''s key (adjust_credits), or generation:<id>:debit / generation:<id>:refund.';
+'Caller''s key (adjust_credits), or a key paycore writes itself, in the reserved namespace '
+'paycore: (paycore:generation:<id>:debit / :refund) that no caller can use.';
 
 create table public.credit_packages (
     id text not null,

@@ -7,7 +7,7 @@ grant usage on schema tests to anon, authenticated, service_role;
 create or replace function tests.create_user(p_email text default null)
 returns uuid
 language plpgsql security definer
-set search_path = ''
+set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_id uuid := gen_random_uuid();
@@ -153,3 +153,21 @@ end;
 $$;
 comment on function tests.set_claims(text, text) is
 'Sets request.jwt.claims (and the legacy request.jwt.claim.sub) until the end of the transaction.';
+
+create or replace function tests.act_as(p_role text, p_claims jsonb default null)
+returns void
+language plpgsql
+as $$
+begin
+    perform set_config('role', 'none', true);
+    perform tests.open_temp_tables();
+    perform set_config('request.jwt.claims', coalesce(p_claims::text, ''), true);
+    perform set_config('role', p_role, true);
+end;
+$$;
+comment on function tests.act_as(text, jsonb) is
+'Until the end of the transaction, runs as p_role (any role: a custom JWT role, a login role) '
+'with p_claims as request.jwt.claims.';
+
+-- Supabase Storage's delete guard, as on a Supabase project.
+\ir supabase/storage_guard.sql

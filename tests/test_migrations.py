@@ -5,6 +5,7 @@ exactly the catalog that schema/ + functions/ + policies/ describe (the drift te
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import localdb
 
 MIGRATIONS = localdb.MIGRATIONS
 SCHEMAS = ("public", "paycore", "auth", "storage")
+# Supabase Storage's delete guard, emulated: test databases have it, as Supabase projects do.
+STORAGE_GUARD = Path(__file__).resolve().parent / "supabase" / "storage_guard.sql"
 
 # One line per catalog fact, for every object of the paycore-managed schemas.
 CATALOG_SQL = """
@@ -112,6 +115,7 @@ def test_migrations_equal_source_of_truth(db: str, make_database) -> None:
     """The drift test: migrations/ and schema/+functions/+policies/ build the same catalog."""
     source = make_database("source")
     localdb.build_from_source(source)
+    localdb.psql_file(source, STORAGE_GUARD)  # as in the migrated test database
     assert_same_catalog(catalog(db), catalog(source), "migrations/", "schema/+functions/+policies/")
 
 
@@ -124,15 +128,52 @@ def test_second_apply_changes_nothing(make_database) -> None:
     assert catalog(conninfo) == first
 
 
+def forward_migrations() -> list[str]:
+    return sorted(p.name[:-4] for p in MIGRATIONS.glob("[0-9]*.sql") if not p.name.endswith(".rollback.sql"))
+
+
+def has_storage_guard(conninfo: str) -> bool:
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(
+            "select count(*) = 2 from pg_trigger"
+            " where tgname in ('protect_buckets_delete', 'protect_objects_delete')"
+        ).fetchone()[0]
+
+
 def test_rollback_all_then_reapply(make_database) -> None:
+    """yoyo apply, then yoyo rollback --all --batch, with Supabase Storage's delete guard in
+    place (a rollback that deletes storage rows without storage.allow_delete_query fails)."""
     conninfo = make_database("rollback")
     localdb.yoyo("apply", conninfo)
+    localdb.psql_file(conninfo, STORAGE_GUARD)
+    assert has_storage_guard(conninfo)
     applied = catalog(conninfo)
     localdb.yoyo("rollback", conninfo, "--all")
     left = [line for line in catalog(conninfo) if not line.startswith("schema public ")]
     assert left == [], "rollback left objects behind:\n" + "\n".join(left[:50])
     localdb.yoyo("apply", conninfo)
+    localdb.psql_file(conninfo, STORAGE_GUARD)
     assert_same_catalog(catalog(conninfo), applied, "re-applied", "applied")
+
+
+def test_each_rollback_restores_the_previous_catalog(make_database) -> None:
+    """Rolling back the last migration gives exactly the catalog of the migrations before it,
+    for every migration: a later migration's rollback restores what it replaced."""
+    names = forward_migrations()
+    conninfo = make_database("steps")
+    before: list[str] | None = None
+    for name in names:
+        localdb.yoyo("apply", conninfo, "--revision", name)
+        localdb.psql_file(conninfo, STORAGE_GUARD)
+        after = catalog(conninfo)
+        if before is not None:
+            localdb.yoyo("rollback", conninfo, "--revision", name)
+            localdb.psql_file(conninfo, STORAGE_GUARD)
+            assert_same_catalog(catalog(conninfo), before, f"after rollback of {name}", "before it")
+            localdb.yoyo("apply", conninfo, "--revision", name)
+            localdb.psql_file(conninfo, STORAGE_GUARD)
+            assert catalog(conninfo) == after, f"re-applying {name} gives another catalog"
+        before = after
 
 
 def test_existing_supabase_objects_are_left_alone(make_database) -> None:
@@ -169,6 +210,100 @@ def test_existing_supabase_objects_are_left_alone(make_database) -> None:
         assert conn.execute("select to_regclass('auth.users') is not null").fetchone() == (True,)
         assert conn.execute("select to_regclass('storage.objects') is not null").fetchone() == (True,)
         assert conn.execute("select to_regnamespace('paycore') is null").fetchone() == (True,)
+
+
+SUPABASE_OWNER = "paycore_test_supabase_postgres"
+SUPABASE_STORAGE_ADMIN = "paycore_test_supabase_storage_admin"
+
+# A database shaped like a hosted Supabase project, as far as paycore meets it: auth and
+# storage exist and belong to other roles, storage refuses direct deletes, and the role that
+# applies migrations (Supabase's `postgres`) is not a superuser: NOSUPERUSER CREATEDB
+# CREATEROLE BYPASSRLS, a member of anon, authenticated and service_role. Supabase lets it
+# manage policies on storage.objects through its supautils extension; here that is emulated
+# by membership in the storage tables' owner.
+SUPABASE_SHAPE = f"""
+create role {SUPABASE_STORAGE_ADMIN} nologin;
+create role {SUPABASE_OWNER} login nosuperuser createdb createrole bypassrls
+    in role anon, authenticated, service_role, {SUPABASE_STORAGE_ADMIN};
+grant create on schema public to {SUPABASE_OWNER};
+
+create schema auth;
+create table auth.users (
+    id uuid primary key, email text, raw_user_meta_data jsonb, deleted_at timestamptz,
+    supabase_only text
+);
+create function auth.uid() returns uuid language sql stable
+as $$ select (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid $$;
+create function auth.role() returns text language sql stable as $$ select 'x'::text $$;
+create function auth.email() returns text language sql stable as $$ select 'x'::text $$;
+create function auth.jwt() returns jsonb language sql stable as $$ select '{{}}'::jsonb $$;
+grant usage on schema auth to {SUPABASE_OWNER}, anon, authenticated, service_role;
+grant select, references on auth.users to {SUPABASE_OWNER};
+grant execute on all functions in schema auth to public;
+
+create schema storage authorization {SUPABASE_STORAGE_ADMIN};
+set role {SUPABASE_STORAGE_ADMIN};
+create table storage.buckets (id text primary key, name text not null, public boolean,
+    file_size_limit bigint, allowed_mime_types text[], owner uuid);
+create table storage.objects (id uuid primary key default gen_random_uuid(),
+    bucket_id text references storage.buckets (id), name text, owner uuid);
+alter table storage.objects enable row level security;
+create function storage.foldername(name text) returns text[] language sql immutable
+as $$ select (string_to_array(name, '/'))[1:array_length(string_to_array(name, '/'), 1) - 1] $$;
+reset role;
+grant usage on schema storage to {SUPABASE_OWNER}, anon, authenticated, service_role;
+grant all on storage.buckets, storage.objects to {SUPABASE_OWNER};
+"""
+
+
+def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_database, pg_server: str) -> None:
+    """yoyo apply and yoyo rollback --all --batch as a role that is not a superuser, on a
+    database where auth and storage belong to others and storage refuses direct deletes.
+    (``db`` first: the client roles are cluster-wide, created by the first database's 0001.)"""
+    conninfo = make_database("supabase_shape")
+    owner = psycopg.conninfo.make_conninfo(conninfo, user=SUPABASE_OWNER)
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(SUPABASE_SHAPE)
+            conn.execute(f"grant create on database {conn.info.dbname} to {SUPABASE_OWNER}")
+        localdb.psql_file(conninfo, STORAGE_GUARD.parent / "storage_guard_supabase.sql")
+        localdb.yoyo("apply", owner)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            assert conn.execute(
+                "select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'paycore'"
+            ).fetchone() == (SUPABASE_OWNER,)
+            user = conn.execute(
+                "insert into auth.users (id, email) values (gen_random_uuid(), 's@example.test') returning id"
+            ).fetchone()[0]
+            # What a Supabase client does: PostgREST's set local role, then an RPC.
+            with conn.transaction():
+                conn.execute("set local role service_role")
+                balance = conn.execute("select balance from public.adjust_credits(%s, 5, 'gift')", (user,))
+                assert balance.fetchone() == (5,)
+            with conn.transaction():
+                conn.execute("select set_config('request.jwt.claims', %s, true)",
+                             (json.dumps({"sub": str(user), "role": "authenticated"}),))
+                conn.execute("set local role authenticated")
+                assert conn.execute("select public.get_user_balance()").fetchone() == (5,)
+            buckets = conn.execute("select count(*) from storage.buckets where id = 'generations'")
+            assert buckets.fetchone() == (1,)
+            conn.execute("delete from auth.users where id = %s", (user,))
+        localdb.yoyo("rollback", owner, "--all")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            assert conn.execute("select to_regnamespace('paycore') is null").fetchone() == (True,)
+            assert conn.execute("select to_regclass('public.credits') is null").fetchone() == (True,)
+            assert conn.execute("select count(*) from storage.buckets").fetchone() == (0,), \
+                "the rollback of 0003 did not remove its bucket"
+            assert has_storage_guard(conninfo), "Supabase's storage guard is gone"
+            assert conn.execute(
+                "select count(*) from pg_policies where schemaname = 'storage'"
+            ).fetchone() == (0,)
+            assert conn.execute("select to_regclass('auth.users') is not null").fetchone() == (True,)
+    finally:
+        localdb.drop_database(pg_server, psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            for role in (SUPABASE_OWNER, SUPABASE_STORAGE_ADMIN):
+                conn.execute(f"drop role if exists {role}")
 
 
 def test_source_files_follow_the_layout() -> None:

@@ -1,6 +1,6 @@
 -- base: Supabase-compatible roles and auth helpers, the clock, caller identity.
 begin;
-select plan(27);
+select plan(37);
 
 -- Roles as on Supabase.
 select has_role('anon');
@@ -53,9 +53,9 @@ select tests.throws_hint('select paycore.resolve_user_id(null)', 'PT400', 'inval
 -- The helpers are internal: only their owner calls them. Test them as client roles
 -- through SECURITY DEFINER wrappers, which is how every paycore function reaches them.
 create function pg_temp.resolve(p uuid) returns uuid language sql security definer
-set search_path = '' as $$ select paycore.resolve_user_id(p) $$;
+set search_path = pg_catalog, pg_temp as $$ select paycore.resolve_user_id(p) $$;
 create function pg_temp.caller_role() returns text language sql security definer
-set search_path = '' as $$ select paycore.caller_role() $$;
+set search_path = pg_catalog, pg_temp as $$ select paycore.caller_role() $$;
 grant execute on function pg_temp.resolve(uuid), pg_temp.caller_role() to public;
 
 select tests.authenticate_as_service_role();
@@ -74,6 +74,58 @@ select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden',
 select tests.clear_authentication();
 select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden', 'anon is refused');
 select tests.reset_role();
+
+-- Trusted roles: service_role, members of paycore_webhook, the owner. Nobody else.
+create role paycore_test_premium nologin;
+grant authenticated to paycore_test_premium;
+create role paycore_test_authenticator login noinherit;
+grant anon to paycore_test_authenticator;
+grant authenticated to paycore_test_authenticator;
+grant service_role to paycore_test_authenticator;
+create role paycore_test_hook login;
+grant paycore_webhook to paycore_test_hook;
+create role paycore_test_stranger login;
+grant usage on schema tests to paycore_test_premium, paycore_test_authenticator, paycore_test_hook,
+paycore_test_stranger;
+select tests.authenticate_as_service_role();
+select is(pg_temp.resolve(:'b'), :'b'::uuid, 'service_role acts on any given user');
+select tests.act_as('paycore_test_hook');
+select is(pg_temp.resolve(:'b'), :'b'::uuid, 'a member of paycore_webhook acts on any given user');
+select tests.act_as('paycore_test_premium', jsonb_build_object('sub', :'a', 'role', 'paycore_test_premium'));
+select tests.throws_hint(format('select pg_temp.resolve(%L)', :'b'), 'PT403', 'forbidden',
+    'a custom JWT role that inherits from authenticated may not act on another user');
+select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden', '... nor on anyone');
+select tests.act_as('paycore_test_authenticator');
+select tests.throws_hint(format('select pg_temp.resolve(%L)', :'b'), 'PT403', 'forbidden',
+    'PostgREST''s authenticator itself (before set role) may not act on users');
+select tests.act_as('paycore_test_stranger');
+select tests.throws_hint(format('select pg_temp.resolve(%L)', :'b'), 'PT403', 'forbidden',
+    'any other login role may not act on users');
+select tests.reset_role();
+
+-- A JWT outlives its user: deleted or soft-deleted, the caller is refused.
+select tests.create_user('base-gone@example.test') as gone \gset
+select tests.authenticate_as(:'gone');
+select is(pg_temp.resolve(null), :'gone'::uuid, 'a live user acts on itself');
+select tests.reset_role();
+update auth.users set deleted_at = now() where id = :'gone';
+select tests.authenticate_as(:'gone');
+select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden',
+    'the JWT of a soft-deleted user is PT403');
+select tests.reset_role();
+delete from auth.users where id = :'gone';
+select tests.authenticate_as(:'gone');
+select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden',
+    'the JWT of a deleted user is PT403');
+select tests.reset_role();
+
+-- Blank means white space of any kind.
+select is(
+    array[paycore.is_blank(''), paycore.is_blank(e' \t\r\n'), paycore.is_blank(e'\u00a0\u2009\u3000\ufeff'),
+          paycore.is_blank(' a '), paycore.is_blank(null)],
+    array[true, true, true, false, null],
+    'is_blank: empty, ASCII and Unicode white space are blank; text is not'
+);
 
 -- Supabase's default privileges on public, emulated on plain PostgreSQL.
 create table public.tmp_default_privileges (id int);

@@ -1,10 +1,11 @@
 -- core: public.events, paycore.log_event, public.track_event.
 begin;
-select plan(26);
+select plan(45);
 
 select has_table('public', 'events', 'public.events exists');
 select columns_are('public', 'events', array[
-    'id', 'app_id', 'type', 'actor_id', 'subject_type', 'subject_id', 'meta', 'dedup_key', 'created_at'
+    'id', 'app_id', 'type', 'actor_id', 'subject_type', 'subject_id', 'meta', 'dedup_key', 'created_at',
+    'source'
 ]);
 select col_is_pk('public', 'events', 'id', 'events.id is the primary key');
 select col_is_unique('public', 'events', 'dedup_key', 'events.dedup_key is unique');
@@ -71,6 +72,70 @@ select tests.authenticate_as_service_role();
 select tests.throws_hint($$select track_event('app1', 't')$$, '42501', null,
     'service_role has no user to track as');
 select cmp_ok((select count(*)::int from events), '>=', 6, 'service_role reads every event');
+
+-- Who wrote an event: paycore's own functions, or a client through track_event.
+select tests.reset_role();
+select is((select source from events where dedup_key = 'core-dedup-1'), 'paycore',
+    'log_event writes events of source paycore');
+select is((select source from events where id = :'tracked'), 'client',
+    'track_event writes events of source client');
+select tests.throws_hint($$insert into events (type, source) values ('x', 'stripe')$$, '23514', null,
+    'source is paycore or client');
+
+-- Clients cannot write into paycore's own namespaces.
+select tests.create_user('core-c@example.test') as c \gset
+select tests.authenticate_as(:'c');
+select tests.throws_hint($$select track_event('app1', 'generation.completed')$$, 'PT400', 'invalid_argument',
+    'a client cannot forge generation.completed');
+select tests.throws_hint($$select track_event('app1', 'Generation.Failed')$$, 'PT400', 'invalid_argument',
+    '... in any letter case');
+select tests.throws_hint($$select track_event('app1', '  credits:granted')$$, 'PT400', 'invalid_argument',
+    '... behind white space or another separator');
+select tests.throws_hint($$select track_event('app1', 'paycore')$$, 'PT400', 'invalid_argument',
+    '... nor the bare namespace');
+select isnt(track_event('app1', 'generator.opened'), null, 'a namespace of its own is fine');
+select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'\t\n '), 'PT400', 'invalid_argument',
+    'a type of tabs and newlines is blank');
+select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'\u00a0\u3000'), 'PT400',
+    'invalid_argument', 'a type of Unicode spaces is blank');
+select tests.throws_hint(format('select track_event(%L, %L)', e'\u2003', 'x'), 'PT400', 'invalid_argument',
+    'an app_id of Unicode spaces is blank');
+
+-- At most track_event_hourly_limit client events per user and clock hour: PT429.
+select tests.reset_role();
+update paycore.settings set value = '3' where key = 'track_event_hourly_limit';
+select tests.travel_to('2031-03-01 10:05:00+00');
+select tests.authenticate_as(:'c');
+select track_event('app1', 'clicked', '{}', 'rate-1') as rate_first \gset
+select from track_event('app1', 'clicked');
+select from track_event('app1', 'clicked');
+select tests.throws_hint($$select track_event('app1', 'clicked')$$, 'PT429', 'rate_limited',
+    'beyond the hourly limit a client event is PT429 rate_limited');
+select is(track_event('app1', 'clicked', '{}', 'rate-1'), :'rate_first'::uuid,
+    '... while a retry of a recorded dedup key still returns its event');
+select is((select count(*)::int from events where actor_id = :'c' and type = 'clicked'), 3,
+    '... and the refused call wrote nothing');
+select tests.authenticate_as(:'b');
+select isnt(track_event('app1', 'clicked'), null, 'the limit is per user');
+select tests.travel_to('2031-03-01 10:59:59+00');
+select tests.authenticate_as(:'c');
+select tests.throws_hint($$select track_event('app1', 'clicked')$$, 'PT429', 'rate_limited',
+    'the limit holds until the clock hour ends');
+select tests.travel_to('2031-03-01 11:00:00+00');
+select isnt(track_event('app1', 'clicked'), null, 'a new clock hour starts from zero');
+select tests.travel_to(null);
+
+-- A JWT outlives its user: acting as a deleted (or soft-deleted) user is PT403.
+select tests.reset_role();
+update auth.users set deleted_at = now() where id = :'c';
+select tests.authenticate_as(:'c');
+select tests.throws_hint($$select track_event('app1', 'x')$$, 'PT403', 'forbidden',
+    'a soft-deleted user''s JWT is refused');
+select tests.reset_role();
+delete from auth.users where id = :'c';
+select tests.authenticate_as(:'c');
+select tests.throws_hint($$select track_event('app1', 'x')$$, 'PT403', 'forbidden',
+    'a deleted user''s JWT is refused with PT403, not a foreign key error');
 
 select * from finish();
 rollback;

@@ -1,7 +1,7 @@
 -- credits and generations: tables, adjust_credits, get_user_balance, the generation
 -- lifecycle, credit packages, the storage bucket, and who may do what.
 begin;
-select plan(105);
+select plan(140);
 
 -- Tables and their guarantees.
 select has_table('public', 'credits', 'public.credits exists');
@@ -317,25 +317,121 @@ select tests.throws_hint(
     $$insert into storage.objects (bucket_id, name) values ('generations', 'x.png')$$,
     '42501', null, 'a user cannot upload at the bucket root');
 select tests.authenticate_as(:'b');
+-- As the Storage API does it: past Supabase's delete guard, RLS decides.
+select set_config('storage.allow_delete_query', 'true', true);
 select is_empty(
     format($$delete from storage.objects where name = '%s/image/g1.png' returning id$$, :'a'),
     'a user cannot delete another user''s file');
+select set_config('storage.allow_delete_query', 'false', true);
 select is_empty(
     format($$update storage.objects set name = '%s/image/stolen.png' where bucket_id = 'generations'
              returning id$$, :'b'),
     'a user cannot move another user''s file into its folder');
+select is_empty($$select name from storage.objects where bucket_id = 'generations'$$,
+    'a user cannot list another user''s files');
 select tests.clear_authentication();
-select results_eq(
-    $$select count(*)::int from storage.objects where bucket_id = 'generations'$$, array[1],
-    'anon reads the files of the public bucket'
-);
+select is_empty($$select name from storage.objects where bucket_id = 'generations'$$,
+    'anon cannot list the files of the public bucket (downloads by URL need no policy)');
 select tests.throws_hint(
     $$insert into storage.objects (bucket_id, name) values ('generations', 'anon/x.png')$$,
     '42501', null, 'anon cannot upload');
 select tests.authenticate_as(:'a');
+select results_eq($$select name from storage.objects where bucket_id = 'generations'$$,
+    format('values (%L)', :'a' || '/image/g1.png'), 'a user lists its own files');
+select throws_ok(
+    format($$delete from storage.objects where name = '%s/image/g1.png'$$, :'a'), '42501', null,
+    'a direct delete meets Supabase Storage''s guard (emulated in the test database)');
+select set_config('storage.allow_delete_query', 'true', true);
 select isnt_empty(
     format($$delete from storage.objects where name = '%s/image/g1.png' returning id$$, :'a'),
-    'a user deletes its own file');
+    'a user deletes its own file (as the Storage API does, with storage.allow_delete_query)');
+select set_config('storage.allow_delete_query', 'false', true);
+
+-- Keys paycore writes itself live under paycore:, where no caller's key can go.
+select tests.authenticate_as_service_role();
+select tests.create_user('credits-k@example.test') as k \gset
+select from adjust_credits(:'k', 40, 'purchase');
+select id as gk from start_generation(:'k', 'image', 'flux', 'p', 25) \gset
+select is(
+    (select idempotency_key from credit_transactions where generation_id = :'gk'),
+    'paycore:generation:' || :'gk' || ':debit', 'a generation''s debit key is in paycore''s namespace'
+);
+select tests.throws_hint(
+    format($$select adjust_credits(%L, 1, 'grant', null, '{}', %L)$$,
+        :'k', 'paycore:generation:' || :'gk' || ':refund'),
+    'PT400', 'invalid_argument', 'a caller cannot use a key in paycore''s namespace');
+select tests.throws_hint(
+    format($$select start_generation(%L, 'image', 'flux', 'p', 1, '{}', 'paycore:x')$$, :'k'),
+    'PT400', 'invalid_argument', '... nor for a generation');
+select lives_ok(
+    format($$select adjust_credits(%L, 1, 'grant', null, '{}', %L)$$, :'k', 'generation:' || :'gk' || ':refund'),
+    'the refund key of the old scheme is an ordinary caller key now');
+select lives_ok(format($$select fail_generation(%L, 'x')$$, :'gk'),
+    '... and fail_generation still refunds (the review''s attack)');
+select is(get_user_balance(:'k'), 41::bigint, '... the whole cost');
+
+-- Amounts and balances cannot overflow: PT errors, nothing written.
+select tests.throws_hint(format($$select adjust_credits(%L, -9223372036854775808, 'spend')$$, :'k'), 'PT400',
+    'invalid_argument', 'the smallest bigint is PT400, not an overflow');
+select tests.throws_hint(format($$select adjust_credits(%L, 9223372036854775807, 'gift')$$, :'k'), 'PT400',
+    'invalid_argument', 'the largest bigint is PT400');
+select tests.create_user('credits-rich@example.test') as rich \gset
+select from (select count(*) from generate_series(1, 1000) as n,
+    lateral adjust_credits(:'rich', 1000000000000000 + 0 * n, 'gift')) as grants;
+select is(get_user_balance(:'rich'), 1000000000000000000::bigint, 'a balance may reach 10^18');
+select tests.throws_hint(format($$select adjust_credits(%L, 1, 'gift')$$, :'rich'), 'PT409',
+    'balance_limit_exceeded', 'a grant beyond 10^18 is PT409 balance_limit_exceeded, not an overflow');
+select is((select count(*)::int from credit_transactions where user_id = :'rich'), 1000, '... and writes nothing');
+select results_eq(format($$select balance from adjust_credits(%L, -1, 'spend')$$, :'rich'),
+    array[999999999999999999::bigint], 'a debit from the cap works');
+
+-- Input sizes and white space.
+select tests.throws_hint(format($$select adjust_credits(%L, 1, %L)$$, :'k', e'\t\n'), 'PT400',
+    'invalid_argument', 'a type of tabs and newlines is blank');
+select tests.throws_hint(format($$select adjust_credits(%L, 1, %L)$$, :'k', e'\u3000'), 'PT400',
+    'invalid_argument', 'a type of an ideographic space is blank');
+select tests.throws_hint(format($$select adjust_credits(%L, 1, 'gift', %L)$$, :'k', repeat('d', 1001)), 'PT400',
+    'invalid_argument', 'a description over 1000 characters is PT400');
+select tests.throws_hint(format($$select adjust_credits(%L, 1, 'gift', ' ')$$, :'k'), 'PT400',
+    'invalid_argument', 'a blank description is PT400 (null means none)');
+select tests.throws_hint(
+    format($$select adjust_credits(%L, 1, 'gift', null, %L)$$, :'k', jsonb_build_object('x', repeat('y', 8200))),
+    'PT400', 'invalid_argument', 'metadata over 8 kB is PT400');
+select tests.throws_hint(format($$select adjust_credits(%L, 1, 'gift', null, '{}', ' ')$$, :'k'), 'PT400',
+    'invalid_argument', 'a blank idempotency key is PT400');
+select tests.throws_hint(format($$select start_generation(%L, 'image', %L, 'p', 1)$$, :'k', e'\u00a0'), 'PT400',
+    'invalid_argument', 'a model of a no-break space is blank');
+select tests.throws_hint(format($$select start_generation(%L, 'image', 'flux', %L, 1)$$, :'k', repeat('p', 20001)),
+    'PT400', 'invalid_argument', 'a prompt over 20000 characters is PT400');
+select tests.throws_hint(
+    format($$select start_generation(%L, 'image', 'flux', 'p', 1, %L)$$,
+        :'k', jsonb_build_object('x', repeat('y', 8200))),
+    'PT400', 'invalid_argument', 'generation metadata over 8 kB is PT400');
+select id as gs from start_generation(:'k', 'image', 'flux', 'p', 1) \gset
+select tests.throws_hint(format($$select complete_generation(%L, '[]', '')$$, :'gs'), 'PT400',
+    'invalid_argument', 'an empty preview path is PT400 (it would mark the preview ready)');
+select tests.throws_hint(format($$select complete_generation(%L, '[]', null, %L)$$, :'gs', repeat('p', 1025)),
+    'PT400', 'invalid_argument', 'a poster path over 1024 characters is PT400');
+select tests.throws_hint(
+    format($$select complete_generation(%L, %L)$$,
+        :'gs', (select jsonb_agg('u' || n) from generate_series(1, 101) as n)),
+    'PT400', 'invalid_argument', 'more than 100 result urls is PT400');
+select tests.throws_hint(format($$select complete_generation(%L, '["ok", 1]')$$, :'gs'), 'PT400',
+    'invalid_argument', 'a result url that is not a string is PT400');
+select tests.throws_hint(format($$select complete_generation(%L, '["ok", " "]')$$, :'gs'), 'PT400',
+    'invalid_argument', 'a blank result url is PT400');
+select tests.throws_hint(format($$select fail_generation(%L, %L)$$, :'gs', e'\n'), 'PT400',
+    'invalid_argument', 'a reason of a newline is blank');
+select is((select status from generations where id = :'gs'), 'processing', 'refused calls left the generation open');
+
+-- Balance rows and ledger rows leave only with their auth user.
+select tests.reset_role();
+select tests.throws_hint(format($$delete from credits where user_id = %L$$, :'k'), 'PT403', 'forbidden',
+    'the owner cannot delete a balance row while its user exists (it would erase the ledger)');
+select tests.throws_hint('truncate credits cascade', 'PT403', 'forbidden', 'balances cannot be truncated');
+select is((select count(*)::int from credit_transactions where user_id = :'k'), 5, '... the ledger is intact');
+select tests.throws_hint(format($$update credits set balance = 1000000000000000001 where user_id = %L$$, :'k'),
+    '23514', null, 'a balance beyond 10^18 violates balance_is_at_most_10e18');
 
 -- Deleting a user removes its balance, ledger and generations with it.
 select tests.reset_role();

@@ -1,7 +1,70 @@
 -- Guards over the whole schema: every object, present and future. A new table, function
 -- or grant that breaks the security model fails here without a test of its own.
 begin;
-select plan(15);
+select plan(16);
+
+-- 0. pg_temp shadowing, tried for real (first in this file: plpgsql resolves a function's
+--    types when a session first calls it). Temp domains named like the types paycore's
+--    functions use, whose check raises, are in place while every SECURITY DEFINER function of
+--    the API is called. A function that resolved a type from pg_temp would run the session's
+--    code as its owner; the control, pinned to search_path = '' as before the fix, does.
+--    (Run as the owner here; an attacker would be any login role with EXECUTE.)
+create function pg_temp.shadow_ran(p anyelement) returns boolean language plpgsql as $f$
+begin
+    raise exception 'pg_temp code ran as %', current_user;
+end;
+$f$;
+create function pg_temp.shadowing_hits() returns text[]
+language plpgsql set search_path = pg_catalog, pg_temp as $f$
+declare
+    v_hits text[] := '{}';
+    v_type text;
+    v_user uuid;
+    v_gen uuid;
+    v_gen2 uuid;
+begin
+    foreach v_type in array array['uuid', 'text', 'jsonb', 'timestamptz', 'int8', 'int4', 'bool'] loop
+        execute format('create domain pg_temp.%I as pg_catalog.%I check (pg_temp.shadow_ran(value))',
+            v_type, v_type);
+    end loop;
+    -- The control: created now (plpgsql resolves types when it first compiles a function).
+    execute $c$
+        create function pg_temp.control_old_style() returns void language plpgsql security definer
+        set search_path = '' as $b$
+        declare
+            v uuid := '00000000-0000-4000-8000-000000000001';
+        begin
+            perform v;
+        end;
+        $b$
+    $c$;
+    begin perform pg_temp.control_old_style(); exception when others then v_hits := v_hits || 'control'::pg_catalog.text; end;
+    begin v_user := tests.create_user(null); exception when others then v_hits := v_hits || 'tests.create_user'::pg_catalog.text; end;
+    begin perform public.adjust_credits(v_user, 100, 'gift'); exception when others then v_hits := v_hits || 'adjust_credits'::pg_catalog.text; end;
+    begin perform public.get_user_balance(v_user); exception when others then v_hits := v_hits || 'get_user_balance'::pg_catalog.text; end;
+    begin select g.id into v_gen from public.start_generation(v_user, 'image', 'm', 'p', 10) as g;
+    exception when others then v_hits := v_hits || 'start_generation'::pg_catalog.text; end;
+    begin select g.id into v_gen2 from public.start_generation(v_user, 'image', 'm', 'p', 10) as g;
+    exception when others then v_hits := v_hits || 'start_generation'::pg_catalog.text; end;
+    begin perform public.complete_generation(v_gen, '["x"]'); exception when others then v_hits := v_hits || 'complete_generation'::pg_catalog.text; end;
+    begin perform public.fail_generation(v_gen2, 'x'); exception when others then v_hits := v_hits || 'fail_generation'::pg_catalog.text; end;
+    perform set_config('request.jwt.claims',
+        json_build_object('sub', v_user, 'role', 'authenticated')::pg_catalog.text, true);
+    perform set_config('role', 'authenticated', true);
+    begin perform public.track_event('guards', 'shadow.tried'); exception when others then v_hits := v_hits || 'track_event'::pg_catalog.text; end;
+    begin perform public.get_user_balance(); exception when others then v_hits := v_hits || 'get_user_balance as authenticated'::pg_catalog.text; end;
+    perform set_config('role', 'none', true);
+    perform set_config('request.jwt.claims', '', true);
+    foreach v_type in array array['uuid', 'text', 'jsonb', 'timestamptz', 'int8', 'int4', 'bool'] loop
+        execute format('drop domain pg_temp.%I cascade', v_type);
+    end loop;
+    drop function pg_temp.control_old_style();
+    return v_hits;
+end;
+$f$;
+select tests.open_temp_tables();
+select is(pg_temp.shadowing_hits(), array['control'],
+    'no SECURITY DEFINER function resolves a type from pg_temp (the old search_path = '''' one does)');
 
 -- 1. RLS is enabled on every table of public (yoyo's bookkeeping tables included).
 select is_empty(
@@ -10,13 +73,15 @@ select is_empty(
     'RLS is enabled on every public table'
 );
 
--- 2. Every SECURITY DEFINER function pins search_path to ''.
+-- 2. Every SECURITY DEFINER function pins search_path to pg_catalog, pg_temp: with '' (or
+--    without pg_temp last) PostgreSQL looks up types and tables in pg_temp first, so a
+--    session's temp domain would run its code as the owner.
 select is_empty(
     $$select p.oid::regprocedure::text from pg_proc as p
       where p.prosecdef
         and p.pronamespace not in ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-        and not coalesce('search_path=""' = any(p.proconfig), false)$$,
-    'every SECURITY DEFINER function has search_path = '''''
+        and not coalesce('search_path=pg_catalog, pg_temp' = any(p.proconfig), false)$$,
+    'every SECURITY DEFINER function has search_path = pg_catalog, pg_temp'
 );
 
 -- 3. The EXECUTE matrix of every public and paycore function, per role: the one place

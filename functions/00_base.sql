@@ -113,7 +113,12 @@ declare
     v_uid uuid;
 begin
     if v_role = 'authenticated' then
-        v_uid := auth.uid();
+        begin
+            v_uid := auth.uid();
+        exception when invalid_text_representation then
+            raise exception 'the request''s JWT claims carry no valid user id'
+            using errcode = 'PT403', hint = 'forbidden';
+        end;
         if v_uid is null then
             raise exception 'no user in the request''s JWT'
             using errcode = 'PT403', hint = 'forbidden';

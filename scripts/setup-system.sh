@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages paycore needs, only those missing: PostgreSQL 15 with pgTAP
-# and plpgsql_check, and pg_prove. Runs as root (or with sudo). Idempotent and quick when
-# everything is there.
+# and plpgsql_check, pg_prove, and python3-venv when `python3 -m venv` cannot work (the venv
+# needs the venv and ensurepip modules; Debian ships them apart from python3). Runs as root
+# (or with sudo). Idempotent and quick when everything is there.
 set -euo pipefail
 
 packages=(
@@ -16,6 +17,9 @@ for p in "${packages[@]}"; do
         missing+=("$p")
     fi
 done
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""
@@ -28,3 +32,8 @@ if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
 fi
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    echo "$(command -v python3 || echo python3) still cannot create a venv (no ensurepip/venv module):" \
+        "put Debian's /usr/bin/python3 first in PATH, or install that python's venv support" >&2
+    exit 1
+fi

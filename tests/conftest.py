@@ -1,9 +1,14 @@
 """Session fixtures: one PostgreSQL server, one database built from migrations/.
 
-Without DATABASE_URL a throwaway cluster is started in a temp dir (as the postgres OS user
-when run as root, private socket, fsync off) and removed at the end. With DATABASE_URL
-(a server URL whose user may create databases) the test databases are created there,
-named paycore_test_*, and dropped at the end.
+Without PAYCORE_TEST_DATABASE_URL a throwaway cluster is started in a temp dir (as the
+postgres OS user when run as root, private socket, fsync off) and removed at the end. With
+PAYCORE_TEST_DATABASE_URL (a server URL whose user may create databases) the test databases
+are created there, named paycore_test_*, and dropped at the end.
+
+DATABASE_URL is never read by the tests: it names production for DBAs (yoyo.ini) and is the
+webhook's own setting. This module removes it from os.environ when it is imported, before
+any test or fixture runs, so nothing in the test process (nor a subprocess it starts) can
+reach that database; a test that starts the webhook passes it the test database explicitly.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ import pytest
 import localdb
 
 DB_PREFIX = "paycore_test_"
+SERVER_URL_VARIABLE = "PAYCORE_TEST_DATABASE_URL"
+
+os.environ.pop("DATABASE_URL", None)
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """Conninfo of the maintenance database of a server the tests may create databases on."""
-    url = os.environ.get("DATABASE_URL")
+    url = os.environ.get(SERVER_URL_VARIABLE)
     if url:
         yield url.replace("postgresql+psycopg://", "postgresql://")
         return

@@ -140,7 +140,7 @@ begin
 end;
 $$;
 comment on function tests.throws_hint(text, text, text, text) is
-'Like pgTAP throws_ok, but matches the SQLSTATE and the HINT key (design.md section 3).';
+'Like pgTAP throws_ok, but matches the SQLSTATE and the HINT key (README: Errors).';
 
 create or replace function tests.set_claims(p_claims text, p_legacy_sub text default null)
 returns void

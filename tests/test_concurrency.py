@@ -1,4 +1,4 @@
-"""Credits and generations under real concurrency (design.md §4.2).
+"""Credits and generations under real concurrency.
 
 Many threads, one autocommit connection each (as the database owner, a trusted server role
 like service_role), run random operations against a few fresh users at once: grants, debits,

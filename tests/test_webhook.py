@@ -30,8 +30,8 @@ from webhook.config import ConfigError  # noqa: E402
 def make_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Flask]]:
     """Factory of apps whose pools are closed at the end of the test.
 
-    DATABASE_URL of the test process names the test *server* (conftest), not the app's
-    database: it is removed so that each test says which database its app uses.
+    conftest has removed DATABASE_URL from the environment (it may name production); each
+    test gives its app a database in the config, or sets DATABASE_URL itself (monkeypatch).
     """
     monkeypatch.delenv("DATABASE_URL", raising=False)
     apps: list[Flask] = []
@@ -135,6 +135,7 @@ def test_gunicorn_serves_healthz(db: str, tmp_path: Path) -> None:
     """The main-job command: gunicorn 'webhook.app:create_app()' --bind 127.0.0.1:PORT."""
     port = _free_port()
     gunicorn = Path(sys.executable).with_name("gunicorn")
+    # The service's own setting: the test database, never a DATABASE_URL of the caller's shell.
     env = {**os.environ, "DATABASE_URL": db}
     command = [str(gunicorn), "webhook.app:create_app()", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     if gunicorn_version >= (25, 1):

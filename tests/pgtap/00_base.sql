@@ -1,6 +1,6 @@
 -- base: Supabase-compatible roles and auth helpers, the clock, caller identity.
 begin;
-select plan(37);
+select plan(38);
 
 -- Roles as on Supabase.
 select has_role('anon');
@@ -117,6 +117,9 @@ delete from auth.users where id = :'gone';
 select tests.authenticate_as(:'gone');
 select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden',
     'the JWT of a deleted user is PT403');
+select tests.set_claims('{"sub": "not-a-uuid", "role": "authenticated"}');
+select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden',
+    'a JWT whose sub is not a uuid is PT403, not a cast error');
 select tests.reset_role();
 
 -- Blank means white space of any kind.

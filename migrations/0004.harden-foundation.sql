@@ -376,8 +376,11 @@ begin
         returning c.balance into o_balance;
         exit apply when found;
 
-        select c.balance into v_balance from public.credits as c where c.user_id = p_user_id;
+        -- No row matched: the change is refused, or the row did not exist in the update's
+        -- snapshot. Locked and read again, the row tells which.
+        select c.balance into v_balance from public.credits as c where c.user_id = p_user_id for update;
         if found then
+            continue apply when v_balance + p_amount between 0 and 1000000000000000000;
             if p_amount < 0 then
                 raise exception 'not enough credits: balance %, needed %', v_balance, -p_amount
                 using errcode = 'PT402', hint = 'insufficient_credits',

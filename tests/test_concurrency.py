@@ -13,6 +13,7 @@ PAYCORE_TEST_SEED=<seed>.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -679,3 +680,101 @@ def test_parallel_debits_of_one_user_stop_at_zero(db: str) -> None:
             " from public.credits as c where c.user_id = %s", (user, user, user)
         ).fetchone()
     assert (balance, total, n) == (0, 0, k + 1)
+
+
+def test_parallel_first_credits_of_new_users(db: str) -> None:
+    """16 threads give each of 8 new users its first credit at the same instant: the balance row
+    is created once (the others wait for it and add to it), every grant is applied."""
+    threads, users_n = 16, 8
+    with psycopg.connect(db, autocommit=True) as conn:
+        users = create_users(conn, users_n)
+    barrier = threading.Barrier(threads)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    class Granter:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def run(self) -> None:
+            try:
+                with psycopg.connect(db, autocommit=True) as conn:
+                    for user in users:
+                        barrier.wait(timeout=BARRIER_TIMEOUT)
+                        try:
+                            conn.execute(ADJUST_SQL, (user, self.n, "grant", "first", Jsonb({}), None))
+                            outcome = "ok"
+                        except psycopg.Error as exc:
+                            outcome = f"unexpected {exc.sqlstate}: {exc}"
+                        with lock:
+                            results.append(outcome)
+            except Exception as exc:  # noqa: BLE001
+                with lock:
+                    results.append(f"unexpected {type(exc).__name__}: {exc}")
+
+    run_threads([Granter(n) for n in range(1, threads + 1)])
+    assert Counter(results) == {"ok": threads * users_n}, Counter(results)
+    with psycopg.connect(db, autocommit=True) as conn:
+        rows = conn.execute(
+            "select c.balance,"
+            " (select sum(amount) from public.credit_transactions as t where t.user_id = c.user_id),"
+            " (select count(*) from public.credit_transactions as t where t.user_id = c.user_id)"
+            " from public.credits as c where c.user_id = any(%s)", (users,)
+        ).fetchall()
+    expected = threads * (threads + 1) // 2
+    assert rows == [(expected, expected, threads)] * users_n, rows
+
+
+def test_track_event_rate_limit_holds_under_concurrency(db: str) -> None:
+    """32 sessions of one user track an event at the same instant with a limit of 20 an hour:
+    exactly 20 are recorded, 12 are PT429 rate_limited, the counter says 20."""
+    threads, limit = 32, 20
+    clock = "2031-06-01 10:30:00+00"
+    with psycopg.connect(db, autocommit=True) as conn:
+        (user,) = create_users(conn, 1)
+        previous = conn.execute(
+            "select value::text from paycore.settings where key = 'track_event_hourly_limit'"
+        ).fetchone()[0]
+        conn.execute("update paycore.settings set value = %s where key = 'track_event_hourly_limit'",
+                     (str(limit),))
+    barrier = threading.Barrier(threads)
+    results: list[str] = []
+    lock = threading.Lock()
+    claims = json.dumps({"sub": str(user), "role": "authenticated"})
+
+    class Tracker:
+        def run(self) -> None:
+            try:
+                with psycopg.connect(db) as conn:
+                    barrier.wait(timeout=BARRIER_TIMEOUT)
+                    try:
+                        with conn.transaction():
+                            # As PostgREST runs an RPC of a signed-in user.
+                            conn.execute("select set_config('request.jwt.claims', %s, true),"
+                                         " set_config('paycore.now', %s, true)", (claims, clock))
+                            conn.execute("set local role authenticated")
+                            conn.execute("select public.track_event('app1', 'clicked')")
+                        outcome = "ok"
+                    except psycopg.Error as exc:
+                        outcome = exc.diag.message_hint if exc.sqlstate == "PT429" else f"unexpected {exc}"
+                    with lock:
+                        results.append(outcome)
+            except Exception as exc:  # noqa: BLE001
+                with lock:
+                    results.append(f"unexpected {type(exc).__name__}: {exc}")
+
+    try:
+        run_threads([Tracker() for _ in range(threads)])
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("update paycore.settings set value = %s::jsonb"
+                         " where key = 'track_event_hourly_limit'", (previous,))
+    assert Counter(results) == {"ok": limit, "rate_limited": threads - limit}, Counter(results)
+    with psycopg.connect(db, autocommit=True) as conn:
+        recorded = conn.execute(
+            "select count(*) from public.events where actor_id = %s and source = 'client'", (user,)
+        ).fetchone()[0]
+        counter = conn.execute(
+            "select events from paycore.client_event_counters where user_id = %s", (user,)
+        ).fetchone()[0]
+    assert (recorded, counter) == (limit, limit)

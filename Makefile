@@ -9,7 +9,7 @@ LOCALDB := $(PY) scripts/localdb.py
 # stop and clean also work before the venv exists (or after it is gone): the system python3.
 LOCALDB_ANY := $$(test -x $(PY) && echo $(PY) || echo python3) scripts/localdb.py
 
-.PHONY: setup system-deps run start stop migrate psql demo test lint sqlfluff squawk ruff pytest pgtap bench \
+.PHONY: setup system-deps run start stop migrate psql demo test lint sqlfluff squawk ruff pytest pgtap docs bench \
 	clean help
 
 ## setup: Debian packages (PostgreSQL 15, pgTAP, plpgsql_check, python3-venv) and the venv.
@@ -59,7 +59,7 @@ lint: sqlfluff squawk ruff
 
 ## sqlfluff: SQL style of schema/, functions/, policies/, tests and rollbacks.
 sqlfluff: setup
-	$(VENV)/bin/sqlfluff lint --disable-progress-bar schema functions policies tests/helpers.sql tests/pgtap \
+	$(VENV)/bin/sqlfluff lint --disable-progress-bar schema functions policies tests/helpers.sql tests/pgtap tests/supabase \
 		migrations/*.rollback.sql migrations/post-apply.sql
 
 ## squawk: migration safety lint of the forward migrations.
@@ -78,6 +78,10 @@ pytest: setup
 pgtap: setup
 	@$(LOCALDB) testdb paycore_pgtap >/dev/null
 	env $$($(LOCALDB) env paycore_pgtap) pg_prove tests/pgtap/*.sql
+
+## docs: regenerate docs/api.md and docs/schema.md from a fresh database built from migrations/.
+docs: setup
+	$(PY) scripts/gen_docs.py
 
 ## bench: adjust_credits against a bare-SQL floor (not a test; prints ratios).
 bench: setup

@@ -1,7 +1,7 @@
 -- Guards over the whole schema: every object, present and future. A new table, function
 -- or grant that breaks the security model fails here without a test of its own.
 begin;
-select plan(16);
+select plan(18);
 
 -- 0. pg_temp shadowing, tried for real (first in this file: plpgsql resolves a function's
 --    types when a session first calls it). Temp domains named like the types paycore's
@@ -206,6 +206,22 @@ select set_eq(
         and has_table_privilege('anon', c.oid, 'SELECT')$$,
     $$values ('credit_packages')$$,
     'anon reads only the declared public tables'
+);
+
+-- 12b. PostgREST picks an RPC by name and argument names: an overload answers PGRST203
+--      ("could not choose the best candidate"), an unnamed argument cannot be passed at all.
+select is_empty(
+    $$select p.proname::text from pg_proc as p
+      where p.pronamespace = 'public'::regnamespace
+      group by p.proname having count(*) > 1$$,
+    'no two public functions share a name (no RPC overloads)'
+);
+select is_empty(
+    $$select p.oid::regprocedure::text from pg_proc as p
+      where p.pronamespace = 'public'::regnamespace and p.pronargs > 0
+        and (p.proargnames is null
+             or exists (select 1 from unnest(p.proargnames[1:p.pronargs]) as n (name) where n.name = ''))$$,
+    'every argument of a public function has a name'
 );
 
 -- 13. Row isolation over every table that names a user: with rows of two users in place,

@@ -77,3 +77,16 @@ values (
     'Events one user may record with track_event per clock hour; beyond it PT429 rate_limited.'
 )
 on conflict (key) do nothing;
+
+-- What each column means, for the API reference (docs/api.md is generated from these).
+comment on column public.events.app_id is
+'The app the event happened in (e.g. cv, letters, rise), 1 to 100 characters, or null.';
+comment on column public.events.type is
+'What happened, 1 to 100 characters: paycore''s own types (generation.completed, ...) or a '
+'client''s (track_event), which may not use paycore''s namespaces.';
+comment on column public.events.subject_type is
+'What the event is about (e.g. generation), with subject_id; null for client events.';
+comment on column public.events.subject_id is
+'The id of the subject (e.g. the generation''s uuid as text).';
+comment on column public.events.meta is
+'JSON object of context; at most 8 kB from clients.';

@@ -81,7 +81,8 @@ begin
     perform paycore.check_text('p_dedup_key', p_dedup_key, 200, false);
     if exists (
         select 1 from paycore.reserved_event_namespaces as r
-        where r.namespace = lower(substring(btrim(p_type) from '^[^.:/ ]*'))
+        -- The first word of the type, whatever precedes or follows it: '.', ':', '-', white space.
+        where r.namespace = substring(lower(p_type) from '^[^a-z0-9_]*([a-z0-9_]*)')
     ) then
         raise exception 'event type % is in a namespace only paycore writes', p_type
         using errcode = 'PT400', hint = 'invalid_argument';

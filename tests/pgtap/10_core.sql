@@ -1,6 +1,6 @@
 -- core: public.events, paycore.log_event, public.track_event.
 begin;
-select plan(45);
+select plan(47);
 
 select has_table('public', 'events', 'public.events exists');
 select columns_are('public', 'events', array[
@@ -93,6 +93,10 @@ select tests.throws_hint($$select track_event('app1', '  credits:granted')$$, 'P
     '... behind white space or another separator');
 select tests.throws_hint($$select track_event('app1', 'paycore')$$, 'PT400', 'invalid_argument',
     '... nor the bare namespace');
+select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'\t-generation.completed'), 'PT400',
+    'invalid_argument', '... nor behind leading tabs or punctuation');
+select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'credit\u00a0granted'), 'PT400',
+    'invalid_argument', '... nor followed by a Unicode space');
 select isnt(track_event('app1', 'generator.opened'), null, 'a namespace of its own is fine');
 select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'\t\n '), 'PT400', 'invalid_argument',
     'a type of tabs and newlines is blank');

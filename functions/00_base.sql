@@ -115,7 +115,7 @@ begin
     if v_role = 'authenticated' then
         begin
             v_uid := auth.uid();
-        exception when invalid_text_representation then
+        exception when data_exception or program_limit_exceeded then
             raise exception 'the request''s JWT claims carry no valid user id'
             using errcode = 'PT403', hint = 'forbidden';
         end;
@@ -177,8 +177,12 @@ create function paycore.is_blank(p_value text)
 returns boolean
 language sql immutable
 as $$
-    -- Unicode white space too (no-break, ideographic, zero-width spaces), not only ' '.
-    select p_value ~ '^[[:space:]\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]*$'
+    -- Unicode white space too (next line, no-break, ideographic spaces), and the characters
+    -- that show nothing (soft hyphen, zero-width and filler characters), not only ' '.
+    select p_value ~ (
+        '^[[:space:]\u0085\u00a0\u00ad\u115f\u1160\u1680\u180e\u2000-\u200f\u2028-\u202f'
+        || '\u205f-\u2064\u2800\u3000\u3164\ufeff\uffa0]*$'
+    )
 $$;
 comment on function paycore.is_blank(text) is
 'True when p_value is empty or only white space (Unicode spaces included); null for null. Internal.';

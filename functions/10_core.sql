@@ -79,6 +79,12 @@ begin
     perform paycore.check_text('p_app_id', p_app_id, 100, false);
     perform paycore.check_json_object('p_meta', coalesce(p_meta, '{}'), 8192);
     perform paycore.check_text('p_dedup_key', p_dedup_key, 200, false);
+    -- Types are identifiers: ASCII letters, digits and _ . : / - and spaces, so no look-alike
+    -- (fullwidth, Cyrillic, zero-width) of a paycore type can pass for one.
+    if p_type !~ '^[A-Za-z0-9_][A-Za-z0-9_.:/ -]*$' then
+        raise exception 'p_type must be ASCII letters, digits and _ . : / - or spaces, starting with a letter, digit or _'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if exists (
         select 1 from paycore.reserved_event_namespaces as r
         -- The first word of the type, whatever precedes or follows it: '.', ':', '-', white space.

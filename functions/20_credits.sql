@@ -91,6 +91,11 @@ declare
     v_change record;
 begin
     -- The checks are plain expressions, not calls of paycore.check_*: this is the hot path.
+    -- EXECUTE is service_role's; a role that merely inherits it is not trusted (PT403).
+    if not paycore.is_trusted_role(paycore.caller_role()) then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_user_id is null then
         raise exception 'p_user_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -191,6 +196,10 @@ as $$
 declare
     v_generation public.generations;
 begin
+    if not paycore.is_trusted_role(paycore.caller_role()) then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_user_id is null then
         raise exception 'p_user_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -289,6 +298,10 @@ as $$
 declare
     v_generation public.generations;
 begin
+    if not paycore.is_trusted_role(paycore.caller_role()) then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_generation_id is null then
         raise exception 'p_generation_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -340,6 +353,10 @@ as $$
 declare
     v_generation public.generations;
 begin
+    if not paycore.is_trusted_role(paycore.caller_role()) then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_generation_id is null then
         raise exception 'p_generation_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';

@@ -42,8 +42,12 @@ create or replace function paycore.is_blank(p_value text)
 returns boolean
 language sql immutable
 as $$
-    -- Unicode white space too (no-break, ideographic, zero-width spaces), not only ' '.
-    select p_value ~ '^[[:space:]\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]*$'
+    -- Unicode white space too (next line, no-break, ideographic spaces), and the characters
+    -- that show nothing (soft hyphen, zero-width and filler characters), not only ' '.
+    select p_value ~ (
+        '^[[:space:]\u0085\u00a0\u00ad\u115f\u1160\u1680\u180e\u2000-\u200f\u2028-\u202f'
+        || '\u205f-\u2064\u2800\u3000\u3164\ufeff\uffa0]*$'
+    )
 $$;
 comment on function paycore.is_blank(text) is
 'True when p_value is empty or only white space (Unicode spaces included); null for null. Internal.';
@@ -137,7 +141,7 @@ begin
     if v_role = 'authenticated' then
         begin
             v_uid := auth.uid();
-        exception when invalid_text_representation then
+        exception when data_exception or program_limit_exceeded then
             raise exception 'the request''s JWT claims carry no valid user id'
             using errcode = 'PT403', hint = 'forbidden';
         end;
@@ -296,6 +300,12 @@ begin
     perform paycore.check_text('p_app_id', p_app_id, 100, false);
     perform paycore.check_json_object('p_meta', coalesce(p_meta, '{}'), 8192);
     perform paycore.check_text('p_dedup_key', p_dedup_key, 200, false);
+    -- Types are identifiers: ASCII letters, digits and _ . : / - and spaces, so no look-alike
+    -- (fullwidth, Cyrillic, zero-width) of a paycore type can pass for one.
+    if p_type !~ '^[A-Za-z0-9_][A-Za-z0-9_.:/ -]*$' then
+        raise exception 'p_type must be ASCII letters, digits and _ . : / - or spaces, starting with a letter, digit or _'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if exists (
         select 1 from paycore.reserved_event_namespaces as r
         -- The first word of the type, whatever precedes or follows it: '.', ':', '-', white space.
@@ -441,6 +451,11 @@ declare
     v_change record;
 begin
     -- The checks are plain expressions, not calls of paycore.check_*: this is the hot path.
+    -- EXECUTE is service_role's; a role that merely inherits it is not trusted (PT403).
+    if not paycore.is_trusted_role(paycore.caller_role()) then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_user_id is null then
         raise exception 'p_user_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -541,6 +556,10 @@ as $$
 declare
     v_generation public.generations;
 begin
+    if not paycore.is_trusted_role(paycore.caller_role()) then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_user_id is null then
         raise exception 'p_user_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -620,6 +639,10 @@ as $$
 declare
     v_generation public.generations;
 begin
+    if not paycore.is_trusted_role(paycore.caller_role()) then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_generation_id is null then
         raise exception 'p_generation_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -671,6 +694,10 @@ as $$
 declare
     v_generation public.generations;
 begin
+    if not paycore.is_trusted_role(paycore.caller_role()) then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_generation_id is null then
         raise exception 'p_generation_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';

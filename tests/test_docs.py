@@ -46,5 +46,6 @@ def test_every_public_function_documents_its_errors(db: str) -> None:
              if f.schema == "public" and f.arguments and not gen_docs.errors_of(f, functions)]
     assert not empty, f"no errors found for {empty}"
     adjust = {(r.code, r.hint) for r in gen_docs.errors_of(functions["public.adjust_credits"], functions)}
-    assert {("PT400", "invalid_argument"), ("PT402", "insufficient_credits"), ("PT404", "not_found"),
+    assert {("PT400", "invalid_argument"), ("PT402", "insufficient_credits"), ("PT403", "forbidden"),
+            ("PT404", "not_found"),
             ("PT409", "idempotency_conflict"), ("PT409", "balance_limit_exceeded")} == adjust

@@ -1,6 +1,6 @@
 -- base: Supabase-compatible roles and auth helpers, the clock, caller identity.
 begin;
-select plan(38);
+select plan(40);
 
 -- Roles as on Supabase.
 select has_role('anon');
@@ -120,6 +120,9 @@ select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden',
 select tests.set_claims('{"sub": "not-a-uuid", "role": "authenticated"}');
 select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden',
     'a JWT whose sub is not a uuid is PT403, not a cast error');
+select tests.set_claims('{"sub": "8d0fd2b3-9ca7-4d9e-a95f-9e13dded323e", "m": "\u0000"}');
+select tests.throws_hint('select pg_temp.resolve(null)', 'PT403', 'forbidden',
+    'claims that PostgreSQL cannot read as jsonb (a NUL escape) are PT403');
 select tests.reset_role();
 
 -- Blank means white space of any kind.
@@ -129,6 +132,8 @@ select is(
     array[true, true, true, false, null],
     'is_blank: empty, ASCII and Unicode white space are blank; text is not'
 );
+select is(paycore.is_blank(e'\u0085\u00ad\u200c\u200d\u2060\u3164\u2800'), true,
+    'is_blank: next line and the characters that show nothing are blank');
 
 -- Supabase's default privileges on public, emulated on plain PostgreSQL.
 create table public.tmp_default_privileges (id int);

@@ -1,6 +1,6 @@
 -- core: public.events, paycore.log_event, public.track_event.
 begin;
-select plan(47);
+select plan(51);
 
 select has_table('public', 'events', 'public.events exists');
 select columns_are('public', 'events', array[
@@ -97,6 +97,15 @@ select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'\t-gener
     'invalid_argument', '... nor behind leading tabs or punctuation');
 select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'credit\u00a0granted'), 'PT400',
     'invalid_argument', '... nor followed by a Unicode space');
+select tests.throws_hint(
+    format('select track_event(%L, %L)', 'app1', e'\uff47\uff45\uff4e\uff45\uff52\uff41\uff54\uff49\uff4f\uff4e.x'),
+    'PT400', 'invalid_argument', '... nor in fullwidth look-alike letters (types are ASCII)');
+select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'generation\u200b.completed'), 'PT400',
+    'invalid_argument', '... nor with a zero-width space inside');
+select tests.throws_hint($$select track_event('app1', 'generation-completed')$$, 'PT400', 'invalid_argument',
+    '... nor with a hyphen as separator');
+select tests.throws_hint(format('select track_event(%L, %L)', e'\u0085\u200d', 'x'), 'PT400', 'invalid_argument',
+    'an app_id of next-line and zero-width characters is blank');
 select isnt(track_event('app1', 'generator.opened'), null, 'a namespace of its own is fine');
 select tests.throws_hint(format('select track_event(%L, %L)', 'app1', e'\t\n '), 'PT400', 'invalid_argument',
     'a type of tabs and newlines is blank');

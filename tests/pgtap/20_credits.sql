@@ -1,7 +1,7 @@
 -- credits and generations: tables, adjust_credits, get_user_balance, the generation
 -- lifecycle, credit packages, the storage bucket, and who may do what.
 begin;
-select plan(140);
+select plan(144);
 
 -- Tables and their guarantees.
 select has_table('public', 'credits', 'public.credits exists');
@@ -423,6 +423,21 @@ select tests.throws_hint(format($$select complete_generation(%L, '["ok", " "]')$
 select tests.throws_hint(format($$select fail_generation(%L, %L)$$, :'gs', e'\n'), 'PT400',
     'invalid_argument', 'a reason of a newline is blank');
 select is((select status from generations where id = :'gs'), 'processing', 'refused calls left the generation open');
+
+-- The service functions trust service_role itself, not a role that inherits it.
+select tests.reset_role();
+create role paycore_test_staff nologin;
+grant service_role to paycore_test_staff;
+grant usage on schema tests to paycore_test_staff;
+select tests.act_as('paycore_test_staff', '{"role": "service_role"}');
+select tests.throws_hint(format($$select adjust_credits(%L, 1000, 'grant')$$, :'k'), 'PT403', 'forbidden',
+    'a role that inherits service_role cannot adjust credits');
+select tests.throws_hint(format($$select start_generation(%L, 'image', 'm', 'p', 0)$$, :'k'), 'PT403', 'forbidden',
+    '... nor start a generation');
+select tests.throws_hint(format($$select fail_generation(%L, 'x')$$, :'gs'), 'PT403', 'forbidden',
+    '... nor fail one (a refund)');
+select tests.throws_hint(format($$select complete_generation(%L, '[]')$$, :'gs'), 'PT403', 'forbidden',
+    '... nor complete one');
 
 -- Balance rows and ledger rows leave only with their auth user.
 select tests.reset_role();

@@ -89,18 +89,19 @@ $$;
 comment on function paycore.caller_role() is
 'The role of the caller of the outermost function: anon, authenticated, service_role or a login role.';
 
-create function paycore.is_trusted_role(p_role text)
+create function paycore.caller_is_trusted()
 returns boolean
 language sql stable
 as $$
     -- Trusted: service_role (the Supabase secret key), members of paycore_webhook (the
     -- webhook's login), and the owner of paycore's functions (current_user inside them)
-    -- with its members (a DBA, a job). Not a role that merely inherits from authenticated.
-    select p_role = 'service_role'
-        or pg_catalog.pg_has_role(p_role, 'paycore_webhook', 'MEMBER')
-        or pg_catalog.pg_has_role(p_role, current_user, 'MEMBER')
+    -- with its members (a DBA, a job). Not a role that merely inherits from authenticated
+    -- or service_role. Without arguments, so that it is inlined into its callers.
+    select paycore.caller_role() = 'service_role'
+        or pg_catalog.pg_has_role(paycore.caller_role(), 'paycore_webhook', 'MEMBER')
+        or pg_catalog.pg_has_role(paycore.caller_role(), current_user, 'MEMBER')
 $$;
-comment on function paycore.is_trusted_role(text) is
+comment on function paycore.caller_is_trusted() is
 'Whether the caller''s role may act on any user: service_role, members of paycore_webhook, and '
 'the owner of paycore''s functions with its members. Internal.';
 
@@ -136,7 +137,7 @@ begin
         end if;
         return v_uid;
     end if;
-    if v_role = 'anon' or not paycore.is_trusted_role(v_role) then
+    if v_role = 'anon' or not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', v_role
         using errcode = 'PT403', hint = 'forbidden';
     end if;
@@ -150,7 +151,7 @@ $$;
 comment on function paycore.resolve_user_id(uuid) is
 'The user a call acts on: for authenticated the caller itself (null or its own id, else PT403; '
 'PT403 when the JWT''s user no longer exists); any given id for trusted roles '
-'(paycore.is_trusted_role; null is PT400); every other role, anon included, PT403.';
+'(paycore.caller_is_trusted; null is PT400); every other role, anon included, PT403.';
 
 create function paycore.tg__set_updated_at()
 returns trigger

@@ -92,7 +92,7 @@ declare
 begin
     -- The checks are plain expressions, not calls of paycore.check_*: this is the hot path.
     -- EXECUTE is service_role's; a role that merely inherits it is not trusted (PT403).
-    if not paycore.is_trusted_role(paycore.caller_role()) then
+    if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;
@@ -196,7 +196,7 @@ as $$
 declare
     v_generation public.generations;
 begin
-    if not paycore.is_trusted_role(paycore.caller_role()) then
+    if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;
@@ -298,7 +298,7 @@ as $$
 declare
     v_generation public.generations;
 begin
-    if not paycore.is_trusted_role(paycore.caller_role()) then
+    if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;
@@ -353,7 +353,7 @@ as $$
 declare
     v_generation public.generations;
 begin
-    if not paycore.is_trusted_role(paycore.caller_role()) then
+    if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;

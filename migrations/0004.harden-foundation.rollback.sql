@@ -462,7 +462,7 @@ comment on function paycore.resolve_user_id(uuid) is
 'The user a call acts on: the caller itself for authenticated (null or its own id, else PT403), '
 'any given id for service_role and trusted roles (null is PT400), never anything for anon.';
 
-drop function paycore.is_trusted_role(text);
+drop function paycore.caller_is_trusted();
 drop function paycore.check_idempotency_key(text, text);
 drop function paycore.check_json_object(text, jsonb, integer);
 drop function paycore.check_text(text, text, integer, boolean);

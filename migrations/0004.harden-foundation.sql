@@ -115,18 +115,19 @@ comment on function paycore.check_idempotency_key(text, text) is
 'Raises PT400 invalid_argument unless a caller''s key is null or 1 to 200 characters outside '
 'the reserved prefix paycore: (the namespace of the keys paycore writes itself). Internal.';
 
-create or replace function paycore.is_trusted_role(p_role text)
+create or replace function paycore.caller_is_trusted()
 returns boolean
 language sql stable
 as $$
     -- Trusted: service_role (the Supabase secret key), members of paycore_webhook (the
     -- webhook's login), and the owner of paycore's functions (current_user inside them)
-    -- with its members (a DBA, a job). Not a role that merely inherits from authenticated.
-    select p_role = 'service_role'
-        or pg_catalog.pg_has_role(p_role, 'paycore_webhook', 'MEMBER')
-        or pg_catalog.pg_has_role(p_role, current_user, 'MEMBER')
+    -- with its members (a DBA, a job). Not a role that merely inherits from authenticated
+    -- or service_role. Without arguments, so that it is inlined into its callers.
+    select paycore.caller_role() = 'service_role'
+        or pg_catalog.pg_has_role(paycore.caller_role(), 'paycore_webhook', 'MEMBER')
+        or pg_catalog.pg_has_role(paycore.caller_role(), current_user, 'MEMBER')
 $$;
-comment on function paycore.is_trusted_role(text) is
+comment on function paycore.caller_is_trusted() is
 'Whether the caller''s role may act on any user: service_role, members of paycore_webhook, and '
 'the owner of paycore''s functions with its members. Internal.';
 
@@ -162,7 +163,7 @@ begin
         end if;
         return v_uid;
     end if;
-    if v_role = 'anon' or not paycore.is_trusted_role(v_role) then
+    if v_role = 'anon' or not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', v_role
         using errcode = 'PT403', hint = 'forbidden';
     end if;
@@ -176,13 +177,13 @@ $$;
 comment on function paycore.resolve_user_id(uuid) is
 'The user a call acts on: for authenticated the caller itself (null or its own id, else PT403; '
 'PT403 when the JWT''s user no longer exists); any given id for trusted roles '
-'(paycore.is_trusted_role; null is PT400); every other role, anon included, PT403.';
+'(paycore.caller_is_trusted; null is PT400); every other role, anon included, PT403.';
 
 create trigger settings_set_updated_at
 before update on paycore.settings
 for each row execute function paycore.tg__set_updated_at();
 
-revoke all on function paycore.is_trusted_role(text) from public;
+revoke all on function paycore.caller_is_trusted() from public;
 revoke all on function paycore.setting(text) from public;
 revoke all on function paycore.is_blank(text) from public;
 revoke all on function paycore.check_text(text, text, integer, boolean) from public;
@@ -452,7 +453,7 @@ declare
 begin
     -- The checks are plain expressions, not calls of paycore.check_*: this is the hot path.
     -- EXECUTE is service_role's; a role that merely inherits it is not trusted (PT403).
-    if not paycore.is_trusted_role(paycore.caller_role()) then
+    if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;
@@ -556,7 +557,7 @@ as $$
 declare
     v_generation public.generations;
 begin
-    if not paycore.is_trusted_role(paycore.caller_role()) then
+    if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;
@@ -639,7 +640,7 @@ as $$
 declare
     v_generation public.generations;
 begin
-    if not paycore.is_trusted_role(paycore.caller_role()) then
+    if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;
@@ -694,7 +695,7 @@ as $$
 declare
     v_generation public.generations;
 begin
-    if not paycore.is_trusted_role(paycore.caller_role()) then
+    if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;

@@ -165,6 +165,28 @@ $$;
 comment on function paycore.tg__set_updated_at() is
 'Keeps updated_at at the time of the last change of a row.';
 
+create function paycore.tg__leave_only_with_user()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- The one way out: a delete cascaded from deleting the auth user (GDPR erasure), seen
+    -- as a row whose user no longer exists.
+    if tg_op = 'DELETE' then
+        if not exists (select 1 from auth.users as u where u.id = old.user_id) then
+            return old;
+        end if;
+    end if;
+    raise exception '% on %.% refused: its rows stay until their auth user is deleted',
+        tg_op, tg_table_schema, tg_table_name
+    using errcode = 'PT403', hint = 'forbidden';
+end;
+$$;
+comment on function paycore.tg__leave_only_with_user() is
+'Refuses the operation it fires on (UPDATE, DELETE, TRUNCATE of a table with user_id), except '
+'the delete cascaded from deleting the row''s auth user: the ledger and the balances keep '
+'their rows as long as the user exists.';
+
 create function paycore.setting(p_key text)
 returns jsonb
 language sql stable

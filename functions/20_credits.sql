@@ -392,57 +392,21 @@ comment on function public.fail_generation(uuid, text) is
 'Marks an open generation failed and refunds its credits_used exactly once. From a final '
 'state: PT409. service_role only.';
 
-create function paycore.tg_credit_transactions__append_only()
-returns trigger
-language plpgsql
-as $$
-begin
-    -- The one way out: a delete cascaded from deleting the auth user (GDPR erasure), seen
-    -- as a row whose user no longer exists.
-    if tg_op = 'DELETE' then
-        if not exists (select 1 from auth.users as u where u.id = old.user_id) then
-            return old;
-        end if;
-    end if;
-    raise exception 'credit_transactions is append-only'
-    using errcode = 'PT403', hint = 'forbidden';
-end;
-$$;
-comment on function paycore.tg_credit_transactions__append_only() is
-'Refuses UPDATE, DELETE and TRUNCATE of ledger rows, except the delete cascaded from deleting '
-'the auth user.';
-
-create function paycore.tg_credits__delete_with_user()
-returns trigger
-language plpgsql
-as $$
-begin
-    -- A balance row goes only with its auth user: deleting it alone would erase the ledger.
-    if tg_op = 'DELETE' then
-        if not exists (select 1 from auth.users as u where u.id = old.user_id) then
-            return old;
-        end if;
-    end if;
-    raise exception 'a balance is deleted only with its auth user'
-    using errcode = 'PT403', hint = 'forbidden';
-end;
-$$;
-comment on function paycore.tg_credits__delete_with_user() is
-'Refuses DELETE and TRUNCATE of balance rows, except the delete cascaded from deleting the auth user.';
-
+-- A balance row goes only with its auth user: deleting it alone would erase the ledger.
 create trigger credits_delete_with_user
 before delete on public.credits
-for each row execute function paycore.tg_credits__delete_with_user();
+for each row execute function paycore.tg__leave_only_with_user();
 create trigger credits_no_truncate
 before truncate on public.credits
-for each statement execute function paycore.tg_credits__delete_with_user();
+for each statement execute function paycore.tg__leave_only_with_user();
 
+-- The ledger is append-only.
 create trigger credit_transactions_append_only
 before update or delete on public.credit_transactions
-for each row execute function paycore.tg_credit_transactions__append_only();
+for each row execute function paycore.tg__leave_only_with_user();
 create trigger credit_transactions_no_truncate
 before truncate on public.credit_transactions
-for each statement execute function paycore.tg_credit_transactions__append_only();
+for each statement execute function paycore.tg__leave_only_with_user();
 
 create trigger credits_set_updated_at
 before update on public.credits

@@ -8,7 +8,6 @@ using (bucket_id = 'generations');
 
 drop trigger credits_delete_with_user on public.credits;
 drop trigger credits_no_truncate on public.credits;
-drop function paycore.tg_credits__delete_with_user();
 alter table public.credits drop constraint balance_is_at_most_10e18;
 
 create or replace function paycore.tg_credit_transactions__append_only()
@@ -364,6 +363,14 @@ comment on function public.fail_generation(uuid, text) is
 'Marks an open generation failed and refunds its credits_used exactly once. From a final '
 'state: PT409. service_role only.';
 
+revoke all on function paycore.tg_credit_transactions__append_only() from public;
+create or replace trigger credit_transactions_append_only
+before update or delete on public.credit_transactions
+for each row execute function paycore.tg_credit_transactions__append_only();
+create or replace trigger credit_transactions_no_truncate
+before truncate on public.credit_transactions
+for each statement execute function paycore.tg_credit_transactions__append_only();
+
 comment on table public.credit_transactions is
 'The credit ledger, append-only: rows are never updated or deleted (except with their user). '
 'A (user_id, idempotency_key) pair is applied at most once.';
@@ -463,6 +470,7 @@ comment on function paycore.resolve_user_id(uuid) is
 'any given id for service_role and trusted roles (null is PT400), never anything for anon.';
 
 drop function paycore.caller_is_trusted();
+drop function paycore.tg__leave_only_with_user();
 drop function paycore.check_idempotency_key(text, text);
 drop function paycore.check_json_object(text, jsonb, integer);
 drop function paycore.check_text(text, text, integer, boolean);

@@ -8,6 +8,7 @@ revoke all on function paycore.caller_role() from public;
 revoke all on function paycore.resolve_user_id(uuid) from public;
 revoke all on function paycore.tg__set_updated_at() from public;
 revoke all on function paycore.caller_is_trusted() from public;
+revoke all on function paycore.tg__leave_only_with_user() from public;
 revoke all on function paycore.setting(text) from public;
 revoke all on function paycore.is_blank(text) from public;
 revoke all on function paycore.check_text(text, text, integer, boolean) from public;

@@ -62,8 +62,6 @@ using (
 
 revoke all on function paycore.apply_credit_change(uuid, bigint, text, text, jsonb, uuid, text) from public;
 revoke all on function paycore.find_open_generation_error(uuid) from public;
-revoke all on function paycore.tg_credit_transactions__append_only() from public;
-revoke all on function paycore.tg_credits__delete_with_user() from public;
 
 revoke all on function public.adjust_credits(uuid, bigint, text, text, jsonb, text)
 from public, anon, authenticated, service_role;

@@ -41,22 +41,31 @@ begin
 end;
 $$;
 
-create or replace function tests.authenticate_as(p_user_id uuid)
+create or replace function tests.act_as(p_role text, p_claims jsonb default null)
 returns void
 language plpgsql
 as $$
 begin
     perform set_config('role', 'none', true);
     perform tests.open_temp_tables();
-    perform set_config(
-        'request.jwt.claims',
-        json_build_object(
-            'sub', p_user_id, 'role', 'authenticated', 'aal', 'aal1',
-            'email', (select u.email from auth.users as u where u.id = p_user_id)
-        )::text,
-        true
-    );
-    perform set_config('role', 'authenticated', true);
+    perform set_config('request.jwt.claims', coalesce(p_claims::text, ''), true);
+    perform set_config('role', p_role, true);
+end;
+$$;
+comment on function tests.act_as(text, jsonb) is
+'Until the end of the transaction, runs as p_role (any role: a custom JWT role, a login role) '
+'with p_claims as request.jwt.claims.';
+
+create or replace function tests.authenticate_as(p_user_id uuid)
+returns void
+language plpgsql
+as $$
+begin
+    perform set_config('role', 'none', true);  -- so that auth.users can be read for the email
+    perform tests.act_as('authenticated', jsonb_build_object(
+        'sub', p_user_id, 'role', 'authenticated', 'aal', 'aal1',
+        'email', (select u.email from auth.users as u where u.id = p_user_id)
+    ));
 end;
 $$;
 comment on function tests.authenticate_as(uuid) is
@@ -65,28 +74,18 @@ comment on function tests.authenticate_as(uuid) is
 
 create or replace function tests.authenticate_as_service_role()
 returns void
-language plpgsql
+language sql
 as $$
-begin
-    perform set_config('role', 'none', true);
-    perform tests.open_temp_tables();
-    perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
-    perform set_config('role', 'service_role', true);
-end;
+    select tests.act_as('service_role', '{"role": "service_role"}');
 $$;
 comment on function tests.authenticate_as_service_role() is
 'Until the end of the transaction, acts as PostgREST does for the service_role key.';
 
 create or replace function tests.clear_authentication()
 returns void
-language plpgsql
+language sql
 as $$
-begin
-    perform set_config('role', 'none', true);
-    perform tests.open_temp_tables();
-    perform set_config('request.jwt.claims', '{"role": "anon"}', true);
-    perform set_config('role', 'anon', true);
-end;
+    select tests.act_as('anon', '{"role": "anon"}');
 $$;
 comment on function tests.clear_authentication() is
 'Until the end of the transaction, acts as PostgREST does for a request without a user (anon).';
@@ -153,21 +152,6 @@ end;
 $$;
 comment on function tests.set_claims(text, text) is
 'Sets request.jwt.claims (and the legacy request.jwt.claim.sub) until the end of the transaction.';
-
-create or replace function tests.act_as(p_role text, p_claims jsonb default null)
-returns void
-language plpgsql
-as $$
-begin
-    perform set_config('role', 'none', true);
-    perform tests.open_temp_tables();
-    perform set_config('request.jwt.claims', coalesce(p_claims::text, ''), true);
-    perform set_config('role', p_role, true);
-end;
-$$;
-comment on function tests.act_as(text, jsonb) is
-'Until the end of the transaction, runs as p_role (any role: a custom JWT role, a login role) '
-'with p_claims as request.jwt.claims.';
 
 -- Supabase Storage's delete guard, as on a Supabase project.
 \ir supabase/storage_guard.sql

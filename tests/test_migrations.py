@@ -266,7 +266,7 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(SUPABASE_SHAPE)
             conn.execute(f"grant create on database {conn.info.dbname} to {SUPABASE_OWNER}")
-        localdb.psql_file(conninfo, STORAGE_GUARD.parent / "storage_guard_supabase.sql")
+        localdb.psql_file(conninfo, STORAGE_GUARD)
         localdb.yoyo("apply", owner)
         with psycopg.connect(conninfo, autocommit=True) as conn:
             assert conn.execute(

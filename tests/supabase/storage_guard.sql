@@ -4,32 +4,24 @@
 -- refuse a DELETE with SQLSTATE 42501 unless the transaction has set
 -- storage.allow_delete_query to 'true' (which the Storage API does before deleting). They are
 -- recreated here with the same behaviour, so that a migration, rollback or test that deletes
--- storage rows directly fails in `make test` exactly as it would there. Installed only where
--- paycore's base migration created the storage tables itself (plain PostgreSQL); a database
--- that already has Supabase's own guard is left alone.
-do $$
+-- storage rows directly fails in `make test` exactly as it would there. Idempotent: the test
+-- harness installs it after every apply (tests/helpers.sql, tests/test_migrations.py).
+create or replace function storage.protect_delete()
+returns trigger
+language plpgsql
+as $$
 begin
-    if obj_description('storage'::regnamespace, 'pg_namespace') = 'paycore: compat'
-        and to_regprocedure('storage.protect_delete()') is null then
-        create function storage.protect_delete()
-        returns trigger
-        language plpgsql
-        as $body$
-        begin
-            if coalesce(current_setting('storage.allow_delete_query', true), 'false') <> 'true' then
-                raise exception 'Direct deletion from storage tables is not allowed. Use the Storage API instead.'
-                using errcode = '42501',
-                hint = 'Delete through the Storage API, or set storage.allow_delete_query = ''true'' locally.';
-            end if;
-            return null;
-        end;
-        $body$;
-        create trigger protect_buckets_delete
-        before delete on storage.buckets
-        for each statement execute function storage.protect_delete();
-        create trigger protect_objects_delete
-        before delete on storage.objects
-        for each statement execute function storage.protect_delete();
+    if coalesce(current_setting('storage.allow_delete_query', true), 'false') <> 'true' then
+        raise exception 'Direct deletion from storage tables is not allowed. Use the Storage API instead.'
+        using errcode = '42501',
+        hint = 'Delete through the Storage API, or set storage.allow_delete_query = ''true'' locally.';
     end if;
+    return null;
 end;
 $$;
+create or replace trigger protect_buckets_delete
+before delete on storage.buckets
+for each statement execute function storage.protect_delete();
+create or replace trigger protect_objects_delete
+before delete on storage.objects
+for each statement execute function storage.protect_delete();

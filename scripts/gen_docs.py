@@ -188,7 +188,7 @@ def anchor(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "", text.lower().replace(" ", "-").replace(".", ""))
 
 
-def returns_text(conn: psycopg.Connection, fn: Function) -> str:
+def returns_text(fn: Function) -> str:
     result = fn.result
     if result.startswith("TABLE("):
         cols = [c.strip() for c in result[len("TABLE("):-1].split(",")]
@@ -251,7 +251,7 @@ def render_api(conn: psycopg.Connection) -> str:
         w(f"```sql\n{f.qualified}({f.arguments})\nreturns {f.result}\n```\n\n")
         w(f"{f.comment}\n\n" if f.comment else "")
         w(f"- **Callable by:** {', '.join(f.callers) or 'nobody but the owner'}\n")
-        w(f"- **Returns:** {returns_text(conn, f)}\n")
+        w(f"- **Returns:** {returns_text(f)}\n")
         if f.schema == "public":
             w(f"- **Call:** `POST /rest/v1/rpc/{f.name}`; {rpc_example(f, conn)}\n")
         volatility = {"i": "immutable", "s": "stable (may be called with GET)", "v": "volatile (POST)"}

@@ -362,11 +362,16 @@ def drop_database(server_url: str, dbname: str) -> None:
 def yoyo(command: str, db_conninfo: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """Runs the yoyo command line on ``migrations/``, as a DBA would."""
     exe = Path(sys.executable).with_name("yoyo")
-    return subprocess.run(
+    proc = subprocess.run(
         [str(exe), command, "--batch", "--no-config-file", "--database",
          yoyo_url(to_url(db_conninfo)), *extra, str(MIGRATIONS)],
-        check=True, capture_output=True, text=True,
+        capture_output=True, text=True,
     )
+    if proc.returncode != 0:
+        # The last lines of yoyo's traceback name the failing statement and PostgreSQL's error.
+        tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+        raise RuntimeError(f"yoyo {command} failed (exit {proc.returncode}):\n{tail}")
+    return proc
 
 
 def source_files() -> Iterator[Path]:
@@ -379,16 +384,19 @@ def source_files() -> Iterator[Path]:
                 yield path
 
 
-def psql_file(db_conninfo: str, path: Path) -> None:
+def psql_file(db_conninfo: str, path: Path, *, single_transaction: bool = False) -> None:
     subprocess.run(
-        [str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db_conninfo, "-f", str(path)],
+        [str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *(["-1"] if single_transaction else []),
+         "-d", db_conninfo, "-f", str(path)],
         check=True, capture_output=True, text=True,
     )
 
 
 def build_from_source(db_conninfo: str) -> None:
+    # One transaction per file, as a migration is one: deferred constraints (an app and its
+    # free tier) are checked at the end of the file.
     for path in source_files():
-        psql_file(db_conninfo, path)
+        psql_file(db_conninfo, path, single_transaction=True)
 
 
 def install_test_helpers(db_conninfo: str) -> None:

@@ -183,7 +183,8 @@ def test_existing_supabase_objects_are_left_alone(make_database) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("""
             create schema auth;
-            create table auth.users (id uuid primary key, email text, supabase_only text);
+            create table auth.users (id uuid primary key, email text, raw_user_meta_data jsonb,
+                deleted_at timestamptz, supabase_only text);
             create function auth.uid() returns uuid language sql stable
             as $$ select '00000000-0000-4000-8000-00000000000a'::uuid $$;
             create schema storage;
@@ -214,6 +215,7 @@ def test_existing_supabase_objects_are_left_alone(make_database) -> None:
 
 SUPABASE_OWNER = "paycore_test_supabase_postgres"
 SUPABASE_STORAGE_ADMIN = "paycore_test_supabase_storage_admin"
+SUPABASE_AUTH_ADMIN = "paycore_test_supabase_auth_admin"
 
 # A database shaped like a hosted Supabase project, as far as paycore meets it: auth and
 # storage exist and belong to other roles, storage refuses direct deletes, and the role that
@@ -227,7 +229,9 @@ create role {SUPABASE_OWNER} login nosuperuser createdb createrole bypassrls
     in role anon, authenticated, service_role, {SUPABASE_STORAGE_ADMIN};
 grant create on schema public to {SUPABASE_OWNER};
 
-create schema auth;
+create role {SUPABASE_AUTH_ADMIN} nologin;
+create schema auth authorization {SUPABASE_AUTH_ADMIN};
+set role {SUPABASE_AUTH_ADMIN};
 create table auth.users (
     id uuid primary key, email text, raw_user_meta_data jsonb, deleted_at timestamptz,
     supabase_only text
@@ -238,8 +242,9 @@ create function auth.role() returns text language sql stable as $$ select 'x'::t
 create function auth.email() returns text language sql stable as $$ select 'x'::text $$;
 create function auth.jwt() returns jsonb language sql stable as $$ select '{{}}'::jsonb $$;
 grant usage on schema auth to {SUPABASE_OWNER}, anon, authenticated, service_role;
-grant select, references on auth.users to {SUPABASE_OWNER};
+grant select, references, trigger on auth.users to {SUPABASE_OWNER};
 grant execute on all functions in schema auth to public;
+reset role;
 
 create schema storage authorization {SUPABASE_STORAGE_ADMIN};
 set role {SUPABASE_STORAGE_ADMIN};
@@ -272,9 +277,18 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
             assert conn.execute(
                 "select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'paycore'"
             ).fetchone() == (SUPABASE_OWNER,)
-            user = conn.execute(
-                "insert into auth.users (id, email) values (gen_random_uuid(), 's@example.test') returning id"
-            ).fetchone()[0]
+            # Supabase Auth signs a user up as its own role, which has no right on public:
+            # the profile comes from paycore's trigger all the same.
+            with conn.transaction():
+                conn.execute(f"set local role {SUPABASE_AUTH_ADMIN}")
+                user = conn.execute(
+                    "insert into auth.users (id, email, raw_user_meta_data) "
+                    "values (gen_random_uuid(), 's@example.test', '{\"full_name\": \"S\"}') returning id"
+                ).fetchone()[0]
+                conn.execute("update auth.users set email = 't@example.test' where id = %s", (user,))
+            assert conn.execute(
+                "select email, full_name from public.profiles where id = %s", (user,)
+            ).fetchone() == ("t@example.test", "S")
             # What a Supabase client does: PostgREST's set local role, then an RPC.
             with conn.transaction():
                 conn.execute("set local role service_role")
@@ -285,9 +299,13 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
                              (json.dumps({"sub": str(user), "role": "authenticated"}),))
                 conn.execute("set local role authenticated")
                 assert conn.execute("select public.get_user_balance()").fetchone() == (5,)
+                used = conn.execute("select public.check_usage_limit(null, 'cv_generations') ->> 'used'")
+                assert used.fetchone() == ("1",)
             buckets = conn.execute("select count(*) from storage.buckets where id = 'generations'")
             assert buckets.fetchone() == (1,)
-            conn.execute("delete from auth.users where id = %s", (user,))
+            with conn.transaction():
+                conn.execute(f"set local role {SUPABASE_AUTH_ADMIN}")
+                conn.execute("delete from auth.users where id = %s", (user,))
         localdb.yoyo("rollback", owner, "--all")
         with psycopg.connect(conninfo, autocommit=True) as conn:
             assert conn.execute("select to_regnamespace('paycore') is null").fetchone() == (True,)
@@ -302,7 +320,7 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
     finally:
         localdb.drop_database(pg_server, psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
         with psycopg.connect(pg_server, autocommit=True) as conn:
-            for role in (SUPABASE_OWNER, SUPABASE_STORAGE_ADMIN):
+            for role in (SUPABASE_OWNER, SUPABASE_STORAGE_ADMIN, SUPABASE_AUTH_ADMIN):
                 conn.execute(f"drop role if exists {role}")
 
 

@@ -48,11 +48,17 @@ begin
     exception when others then v_hits := v_hits || 'start_generation'::pg_catalog.text; end;
     begin perform public.complete_generation(v_gen, '["x"]'); exception when others then v_hits := v_hits || 'complete_generation'::pg_catalog.text; end;
     begin perform public.fail_generation(v_gen2, 'x'); exception when others then v_hits := v_hits || 'fail_generation'::pg_catalog.text; end;
+    begin perform public.get_user_app_tier(v_user, 'cv'); exception when others then v_hits := v_hits || 'get_user_app_tier'::pg_catalog.text; end;
+    begin perform public.check_usage_limit(v_user, 'cv_generations', 1, 'shadow'); exception when others then v_hits := v_hits || 'check_usage_limit'::pg_catalog.text; end;
+    begin perform public.release_usage(v_user, 'cv_generations', 1, 'shadow-release'); exception when others then v_hits := v_hits || 'release_usage'::pg_catalog.text; end;
+    begin perform public.get_usage('cv', v_user); exception when others then v_hits := v_hits || 'get_usage'::pg_catalog.text; end;
     perform set_config('request.jwt.claims',
         json_build_object('sub', v_user, 'role', 'authenticated')::pg_catalog.text, true);
     perform set_config('role', 'authenticated', true);
     begin perform public.track_event('guards', 'shadow.tried'); exception when others then v_hits := v_hits || 'track_event'::pg_catalog.text; end;
     begin perform public.get_user_balance(); exception when others then v_hits := v_hits || 'get_user_balance as authenticated'::pg_catalog.text; end;
+    begin perform public.update_profile('Shadow', 'https://example.test/a.png', '{"a": 1}'); exception when others then v_hits := v_hits || 'update_profile'::pg_catalog.text; end;
+    begin perform public.check_usage_limit(null, 'cv_exports', 2); exception when others then v_hits := v_hits || 'check_usage_limit as authenticated'::pg_catalog.text; end;
     perform set_config('role', 'none', true);
     perform set_config('request.jwt.claims', '', true);
     foreach v_type in array array['uuid', 'text', 'jsonb', 'timestamptz', 'int8', 'int4', 'bool'] loop
@@ -104,7 +110,15 @@ select set_eq(
         ('get_user_balance(uuid)', 'authenticated'),
         ('get_user_balance(uuid)', 'service_role'),
         ('start_generation(uuid,text,text,text,bigint,jsonb,text)', 'service_role'),
-        ('track_event(text,text,jsonb,text)', 'authenticated')
+        ('track_event(text,text,jsonb,text)', 'authenticated'),
+        ('update_profile(text,text,jsonb)', 'authenticated'),
+        ('get_user_app_tier(uuid,text)', 'authenticated'),
+        ('get_user_app_tier(uuid,text)', 'service_role'),
+        ('check_usage_limit(uuid,text,integer,text)', 'authenticated'),
+        ('check_usage_limit(uuid,text,integer,text)', 'service_role'),
+        ('release_usage(uuid,text,integer,text)', 'service_role'),
+        ('get_usage(text,uuid)', 'authenticated'),
+        ('get_usage(text,uuid)', 'service_role')
     $$,
     'EXECUTE on public and paycore functions is exactly the declared matrix'
 );
@@ -204,7 +218,7 @@ select set_eq(
     $$select c.relname::text from pg_class as c
       where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
         and has_table_privilege('anon', c.oid, 'SELECT')$$,
-    $$values ('credit_packages')$$,
+    $$values ('credit_packages'), ('apps'), ('tiers'), ('features'), ('tier_limits'), ('prices')$$,
     'anon reads only the declared public tables'
 );
 
@@ -232,8 +246,15 @@ select from adjust_credits(:'a', 10, 'gift');
 select from adjust_credits(:'b', 10, 'gift');
 select from start_generation(:'a', 'image', 'm', 'p', 1);
 select from start_generation(:'b', 'image', 'm', 'p', 1);
+insert into public.user_subscriptions (user_id, app_id, tier_id, status, stripe_subscription_id)
+values (:'a', 'cv', 'premium', 'active', 'sub_guard_a'), (:'b', 'cv', 'premium', 'active', 'sub_guard_b');
+insert into public.payment_history (stripe_invoice_id, user_id, amount, status, paid_at)
+values ('in_guard_a', :'a', 900, 'succeeded', now()), ('in_guard_b', :'b', 900, 'succeeded', now());
+select from check_usage_limit(:'a', 'cv_generations');
+select from check_usage_limit(:'b', 'cv_generations');
 select tests.authenticate_as(:'b');
 select from track_event('guards', 'seeded');
+select from update_profile('B');
 select tests.authenticate_as(:'a');
 select from track_event('guards', 'seeded');
 
@@ -251,7 +272,11 @@ begin
         from pg_class as c
         join pg_attribute as a on a.attrelid = c.oid and not a.attisdropped
         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
-          and a.attname in ('user_id', 'actor_id') and a.atttypid = 'uuid'::regtype
+          and a.atttypid = 'uuid'::regtype
+          and (a.attname in ('user_id', 'actor_id') or exists (
+              select 1 from pg_constraint as k
+              where k.conrelid = c.oid and k.contype = 'f' and k.confrelid = 'auth.users'::regclass
+                and k.conkey = array[a.attnum]))
           and has_table_privilege(c.oid, 'SELECT')
     loop
         execute format('select count(*) from %s where %I is distinct from $1', v_table, v_column)
@@ -266,8 +291,9 @@ select is_empty(format('select * from pg_temp.rows_of_others(%L)', :'a'),
     'a signed-in user sees no row of another user in any public table');
 select tests.reset_role();
 select cmp_ok(
-    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 3,
-    '... while those rows exist (credits, ledger, generations, events)'
+    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 8,
+    '... while those rows exist (credits, ledger, generations, events, profiles, subscriptions, '
+    'payments, usage)'
 );
 
 select * from finish();

@@ -1,0 +1,545 @@
+-- users, subscriptions, tiers and usage limits: the profile trigger on auth.users,
+-- update_profile, the tier a user has in an app now, and the monthly usage check.
+
+create function paycore.sync_profile(p_id uuid, p_email text, p_meta jsonb)
+returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_name text := coalesce(p_meta ->> 'full_name', p_meta ->> 'name');
+    v_avatar text := coalesce(p_meta ->> 'avatar_url', p_meta ->> 'picture');
+begin
+    -- Runs inside Supabase Auth's sign-up: it never raises on what a user typed. A name or
+    -- an avatar URL that update_profile would refuse is left out, not an error.
+    if v_name is not null and (paycore.is_blank(v_name) or length(v_name) > 200) then
+        v_name := null;
+    end if;
+    if v_avatar is not null and (length(v_avatar) > 2048 or v_avatar !~ '^https?://[^[:space:]]+$') then
+        v_avatar := null;
+    end if;
+    insert into public.profiles (id, email, full_name, avatar_url)
+    values (p_id, p_email, v_name, v_avatar)
+    on conflict (id) do update
+    set email = excluded.email
+    where public.profiles.email is distinct from excluded.email;
+end;
+$$;
+comment on function paycore.sync_profile(uuid, text, jsonb) is
+'Creates the profile of an auth user (email, and full_name / avatar_url from its sign-up '
+'metadata where they are valid), or brings an existing profile''s email in step. Internal: '
+'the trigger on auth.users and the backfill of existing users call it; it never raises.';
+
+create function paycore.tg_auth_users__sync_profile()
+returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform paycore.sync_profile(new.id, new.email, new.raw_user_meta_data);
+    return null;
+end;
+$$;
+comment on function paycore.tg_auth_users__sync_profile() is
+'AFTER INSERT OR UPDATE OF email on auth.users: keeps public.profiles in step. SECURITY '
+'DEFINER because Supabase Auth''s own role writes auth.users and has no right on public.profiles.';
+
+create trigger paycore_sync_profile
+after insert or update of email on auth.users
+for each row execute function paycore.tg_auth_users__sync_profile();
+
+-- The users that signed up before this module: a profile each.
+select paycore.sync_profile(u.id, u.email, u.raw_user_meta_data) from auth.users as u;
+
+create trigger profiles_set_updated_at
+before update on public.profiles
+for each row execute function paycore.tg__set_updated_at();
+create trigger apps_set_updated_at
+before update on public.apps
+for each row execute function paycore.tg__set_updated_at();
+create trigger tiers_set_updated_at
+before update on public.tiers
+for each row execute function paycore.tg__set_updated_at();
+create trigger features_set_updated_at
+before update on public.features
+for each row execute function paycore.tg__set_updated_at();
+create trigger tier_limits_set_updated_at
+before update on public.tier_limits
+for each row execute function paycore.tg__set_updated_at();
+create trigger prices_set_updated_at
+before update on public.prices
+for each row execute function paycore.tg__set_updated_at();
+create trigger user_subscriptions_set_updated_at
+before update on public.user_subscriptions
+for each row execute function paycore.tg__set_updated_at();
+create trigger payment_history_set_updated_at
+before update on public.payment_history
+for each row execute function paycore.tg__set_updated_at();
+create trigger user_usage_limits_set_updated_at
+before update on public.user_usage_limits
+for each row execute function paycore.tg__set_updated_at();
+
+create function public.update_profile(
+    p_full_name text default null,
+    p_avatar_url text default null,
+    p_metadata jsonb default null
+)
+returns public.profiles
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid;
+    v_profile public.profiles;
+    v_changed text[] := '{}';
+begin
+    if paycore.caller_role() <> 'authenticated' then
+        raise exception 'update_profile is for a signed-in user: role % has no profile', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
+    v_uid := paycore.resolve_user_id(null);
+    -- null keeps a field; '' clears full_name or avatar_url.
+    if p_full_name is not null and p_full_name <> '' then
+        perform paycore.check_text('p_full_name', p_full_name, 200, false);
+    end if;
+    if p_avatar_url is not null and p_avatar_url <> ''
+        and (length(p_avatar_url) > 2048 or p_avatar_url !~ '^https?://[^[:space:]]+$') then
+        raise exception 'p_avatar_url must be an http(s) URL of at most 2048 characters, or '''' to clear it'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_metadata is not null then
+        perform paycore.check_json_object('p_metadata', p_metadata, 8192);
+    end if;
+
+    -- A user whose profile is missing (deleted by hand) gets it back.
+    insert into public.profiles (id, email)
+    select u.id, u.email from auth.users as u where u.id = v_uid
+    on conflict (id) do nothing;
+    select p.* into v_profile from public.profiles as p where p.id = v_uid for update;
+
+    if p_full_name is not null and v_profile.full_name is distinct from nullif(p_full_name, '') then
+        v_changed := v_changed || 'full_name'::text;
+    end if;
+    if p_avatar_url is not null and v_profile.avatar_url is distinct from nullif(p_avatar_url, '') then
+        v_changed := v_changed || 'avatar_url'::text;
+    end if;
+    if p_metadata is not null and v_profile.metadata is distinct from p_metadata then
+        v_changed := v_changed || 'metadata'::text;
+    end if;
+    if cardinality(v_changed) = 0 then
+        return v_profile;
+    end if;
+
+    update public.profiles as p
+    set
+        full_name = case when p_full_name is null then p.full_name else nullif(p_full_name, '') end,
+        avatar_url = case when p_avatar_url is null then p.avatar_url else nullif(p_avatar_url, '') end,
+        metadata = coalesce(p_metadata, p.metadata)
+    where p.id = v_uid
+    returning p.* into v_profile;
+    perform paycore.log_event(
+        'profile.updated', v_uid, 'profile', v_uid::text, null,
+        jsonb_build_object('fields', to_jsonb(v_changed))
+    );
+    return v_profile;
+end;
+$$;
+comment on function public.update_profile(text, text, jsonb) is
+'Updates the caller''s profile and returns it: null keeps a field, '''' clears full_name or '
+'avatar_url (http(s) URL, up to 2048 characters); p_metadata (a JSON object, at most 8 kB) '
+'replaces the stored one. full_name up to 200 characters. A change logs profile.updated. '
+'authenticated only.';
+
+create function paycore.subscription_entitles(
+    p_status text,
+    p_cancel_at_period_end boolean,
+    p_current_period_start timestamptz,
+    p_current_period_end timestamptz,
+    p_now timestamptz,
+    p_grace interval
+)
+returns boolean
+language sql immutable
+as $$
+    select coalesce(case
+        -- active and trialing: until the period ends; a renewal moves current_period_end, and
+        -- the grace period covers the renewal's events arriving late. Cancelled at period
+        -- end: until the period ends, no grace.
+        when p_status in ('active', 'trialing') then
+            p_current_period_end is null
+            or p_now < p_current_period_end
+            + case when p_cancel_at_period_end then interval '0' else p_grace end
+        -- past_due: Stripe advanced the period, then the renewal payment failed; the unpaid
+        -- period began at current_period_start.
+        when p_status = 'past_due' then
+            p_now < p_current_period_start + p_grace
+            and (not p_cancel_at_period_end or p_now < p_current_period_end)
+        -- canceled at period end, paid through the period: until it ends.
+        when p_status = 'canceled' then
+            p_cancel_at_period_end and p_now < p_current_period_end
+        -- incomplete, incomplete_expired, unpaid, paused: never.
+        else false
+    end, false)
+$$;
+comment on function paycore.subscription_entitles(text, boolean, timestamptz, timestamptz, timestamptz, interval) is
+'Whether a subscription in this state entitles its tier at p_now: active and trialing until '
+'current_period_end (+ p_grace unless cancel_at_period_end), past_due until '
+'current_period_start + p_grace, canceled with cancel_at_period_end until current_period_end, '
+'every other status never. Internal.';
+
+create function paycore.effective_tier(p_user_id uuid, p_app_id text)
+returns text
+language sql stable
+as $$
+    select coalesce(
+        (
+            select s.tier_id
+            from public.user_subscriptions as s
+            join public.tiers as t on t.app_id = s.app_id and t.id = s.tier_id
+            where
+                s.user_id = p_user_id and s.app_id = p_app_id
+                and paycore.subscription_entitles(
+                    s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
+                    paycore.clock(),
+                    coalesce(
+                        (paycore.setting('subscription_grace_period') #>> '{}')::interval,
+                        interval '3 days'
+                    )
+                )
+            order by t.rank desc
+            limit 1
+        ),
+        'free'
+    )
+$$;
+comment on function paycore.effective_tier(uuid, text) is
+'The tier p_user_id has in p_app_id at paycore.clock(): the highest rank among its entitling '
+'subscriptions to that app, else free. Internal (no check of the app or the caller).';
+
+create function public.get_user_app_tier(p_user_id uuid, p_app_id text)
+returns text
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid := paycore.resolve_user_id(p_user_id);
+begin
+    if not exists (select 1 from public.apps as a where a.id = p_app_id) then
+        raise exception 'app % does not exist', p_app_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    return paycore.effective_tier(v_uid, p_app_id);
+end;
+$$;
+comment on function public.get_user_app_tier(uuid, text) is
+'The tier id the user has in the app now: the highest rank among its subscriptions that '
+'entitle (active, trialing; past_due within the grace period from current_period_start, '
+'setting subscription_grace_period, default 3 days; cancelled at period end until the period '
+'ends), else free. authenticated (itself: null or its own id) and service_role. Unknown app PT404.';
+
+create function paycore.usage_result(
+    p_app_id text,
+    p_feature text,
+    p_tier text,
+    p_allowed boolean,
+    p_used bigint,
+    p_limit integer,
+    p_is_soft boolean,
+    p_period_start timestamptz,
+    p_period_end timestamptz
+)
+returns jsonb
+language sql immutable
+as $$
+    select jsonb_build_object(
+        'allowed', p_allowed,
+        'used', p_used,
+        'limit', p_limit,
+        'remaining', greatest(p_limit - p_used, 0),
+        'overage', coalesce(greatest(p_used - p_limit, 0), 0),
+        'is_soft', p_is_soft,
+        'tier', p_tier,
+        'app_id', p_app_id,
+        'feature', p_feature,
+        'period_start', p_period_start,
+        'period_end', p_period_end
+    )
+$$;
+comment on function paycore.usage_result(
+    text, text, text, boolean, bigint, integer, boolean, timestamptz, timestamptz
+) is
+'The JSON that check_usage_limit and release_usage return (remaining null when unlimited). Internal.';
+
+create function public.check_usage_limit(
+    p_user_id uuid,
+    p_feature text,
+    p_amount integer default 1,
+    p_idempotency_key text default null
+)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid := paycore.resolve_user_id(p_user_id);
+    v_now timestamptz := paycore.clock();
+    v_month timestamp := date_trunc('month', v_now at time zone 'UTC');
+    v_start timestamptz := v_month at time zone 'UTC';
+    v_end timestamptz := (v_month + interval '1 month') at time zone 'UTC';
+    v_app text;
+    v_tier text;
+    v_limit integer;
+    v_soft boolean;
+    v_used bigint;
+    v_allowed boolean;
+    v_previous paycore.usage_operations;
+    v_result jsonb;
+begin
+    -- Plain expressions, not paycore.check_* calls: this is the hot path.
+    if p_amount is null or p_amount < 0 then
+        raise exception 'p_amount must be 0 (only look) or a positive integer'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    select f.app_id into v_app from public.features as f where f.id = p_feature;
+    if not found then
+        raise exception 'feature % does not exist', p_feature
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    if paycore.caller_role() <> 'authenticated'
+        and not exists (select 1 from auth.users as u where u.id = v_uid) then
+        raise exception 'user % does not exist', v_uid
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    if p_idempotency_key is not null then
+        perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);
+        perform pg_advisory_xact_lock(hashtextextended(v_uid::text || '/usage/' || p_idempotency_key, 0));
+        select o.* into v_previous
+        from paycore.usage_operations as o
+        where o.user_id = v_uid and o.idempotency_key = p_idempotency_key;
+        if found then
+            if v_previous.operation = 'use' and v_previous.feature_id = p_feature
+                and v_previous.amount = p_amount then
+                return v_previous.result;
+            end if;
+            raise exception 'idempotency key % was used with other arguments', p_idempotency_key
+            using errcode = 'PT409', hint = 'idempotency_conflict';
+        end if;
+    end if;
+
+    -- The tier at the moment of the call: an upgrade raises the limit at once, and what was
+    -- used this month still counts.
+    v_tier := paycore.effective_tier(v_uid, v_app);
+    select l.monthly_limit, l.is_soft into v_limit, v_soft
+    from public.tier_limits as l
+    where l.app_id = v_app and l.tier_id = v_tier and l.feature_id = p_feature;
+    if not found then
+        v_limit := 0;  -- the tier does not include the feature
+        v_soft := false;
+    end if;
+
+    if p_amount > 0 and (v_limit is null or v_soft or p_amount <= v_limit) then
+        -- Check and record in one statement: the row lock serialises a user's parallel
+        -- calls, and a use beyond a hard limit matches no row, so the limit holds under any
+        -- concurrency. A new month is a new row: it starts from zero.
+        insert into public.user_usage_limits as u (user_id, app_id, feature_id, period_start, period_end, used)
+        values (v_uid, v_app, p_feature, v_start, v_end, p_amount)
+        on conflict (user_id, feature_id, period_start) do update
+        set used = u.used + excluded.used
+        where v_limit is null or v_soft or u.used + excluded.used <= v_limit
+        returning u.used into v_used;
+        v_allowed := v_used is not null;
+    else
+        v_allowed := p_amount = 0 and (v_limit is null or v_soft or v_limit > 0);
+    end if;
+    if v_used is null then
+        select u.used into v_used
+        from public.user_usage_limits as u
+        where u.user_id = v_uid and u.feature_id = p_feature and u.period_start = v_start;
+        v_used := coalesce(v_used, 0);
+        if p_amount = 0 then
+            v_allowed := v_limit is null or v_soft or v_used < v_limit;
+        end if;
+    end if;
+
+    if not v_allowed and p_amount > 0 then
+        -- Once per user, feature and month: what an upsell nudge listens to.
+        perform paycore.log_event(
+            'usage.limit_reached', v_uid, 'feature', p_feature, v_app,
+            jsonb_build_object('limit', v_limit, 'used', v_used, 'tier', v_tier, 'period_start', v_start),
+            format('paycore:usage:%s:%s:%s:limit_reached', v_uid, p_feature, to_char(v_month, 'YYYY-MM'))
+        );
+    elsif v_soft and v_used > v_limit and v_used - p_amount <= v_limit then
+        perform paycore.log_event(
+            'usage.soft_limit_exceeded', v_uid, 'feature', p_feature, v_app,
+            jsonb_build_object('limit', v_limit, 'used', v_used, 'tier', v_tier, 'period_start', v_start),
+            format('paycore:usage:%s:%s:%s:soft_limit_exceeded', v_uid, p_feature, to_char(v_month, 'YYYY-MM'))
+        );
+    end if;
+
+    v_result := paycore.usage_result(
+        v_app, p_feature, v_tier, v_allowed, v_used, v_limit, v_soft, v_start, v_end
+    );
+    if p_idempotency_key is not null then
+        insert into paycore.usage_operations (user_id, idempotency_key, operation, feature_id, amount, result)
+        values (v_uid, p_idempotency_key, 'use', p_feature, p_amount, v_result);
+    end if;
+    return v_result;
+end;
+$$;
+comment on function public.check_usage_limit(uuid, text, integer, text) is
+'Checks and records p_amount uses of a feature in the current calendar month (UTC) in one '
+'atomic step, under the limit of the user''s tier at the moment of the call. Returns {allowed, '
+'used, limit, remaining, overage, is_soft, tier, app_id, feature, period_start, period_end}. '
+'A hard limit refuses without recording (allowed false, no error); a soft limit records and '
+'reports overage; a null limit is unlimited; p_amount 0 only looks (allowed: one more use '
+'would be). The first refusal of a month logs usage.limit_reached, the first use beyond a soft '
+'limit usage.soft_limit_exceeded. The same idempotency key with the same arguments returns '
+'the first result and records nothing; with other arguments PT409. authenticated (itself) and '
+'service_role. Negative p_amount PT400, unknown feature or user PT404.';
+
+create function public.release_usage(
+    p_user_id uuid,
+    p_feature text,
+    p_amount integer,
+    p_idempotency_key text default null
+)
+returns jsonb
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_now timestamptz := paycore.clock();
+    v_month timestamp := date_trunc('month', v_now at time zone 'UTC');
+    v_start timestamptz := v_month at time zone 'UTC';
+    v_end timestamptz := (v_month + interval '1 month') at time zone 'UTC';
+    v_app text;
+    v_tier text;
+    v_limit integer;
+    v_soft boolean;
+    v_used bigint;
+    v_previous paycore.usage_operations;
+    v_result jsonb;
+begin
+    if not paycore.caller_is_trusted() then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
+    if p_user_id is null then
+        raise exception 'p_user_id is required'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_amount is null or p_amount <= 0 then
+        raise exception 'p_amount must be a positive integer'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    select f.app_id into v_app from public.features as f where f.id = p_feature;
+    if not found then
+        raise exception 'feature % does not exist', p_feature
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    if not exists (select 1 from auth.users as u where u.id = p_user_id) then
+        raise exception 'user % does not exist', p_user_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    if p_idempotency_key is not null then
+        perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);
+        perform pg_advisory_xact_lock(hashtextextended(p_user_id::text || '/usage/' || p_idempotency_key, 0));
+        select o.* into v_previous
+        from paycore.usage_operations as o
+        where o.user_id = p_user_id and o.idempotency_key = p_idempotency_key;
+        if found then
+            if v_previous.operation = 'release' and v_previous.feature_id = p_feature
+                and v_previous.amount = p_amount then
+                return v_previous.result;
+            end if;
+            raise exception 'idempotency key % was used with other arguments', p_idempotency_key
+            using errcode = 'PT409', hint = 'idempotency_conflict';
+        end if;
+    end if;
+
+    -- Only the current period: last month's usage is history.
+    update public.user_usage_limits as u
+    set used = greatest(u.used - p_amount, 0)
+    where u.user_id = p_user_id and u.feature_id = p_feature and u.period_start = v_start and u.used > 0
+    returning u.used into v_used;
+    if not found then
+        select u.used into v_used
+        from public.user_usage_limits as u
+        where u.user_id = p_user_id and u.feature_id = p_feature and u.period_start = v_start;
+        v_used := coalesce(v_used, 0);
+    end if;
+
+    v_tier := paycore.effective_tier(p_user_id, v_app);
+    select l.monthly_limit, l.is_soft into v_limit, v_soft
+    from public.tier_limits as l
+    where l.app_id = v_app and l.tier_id = v_tier and l.feature_id = p_feature;
+    if not found then
+        v_limit := 0;
+        v_soft := false;
+    end if;
+    v_result := paycore.usage_result(
+        v_app, p_feature, v_tier, v_limit is null or v_soft or v_used < v_limit, v_used, v_limit, v_soft,
+        v_start, v_end
+    );
+    if p_idempotency_key is not null then
+        insert into paycore.usage_operations (user_id, idempotency_key, operation, feature_id, amount, result)
+        values (p_user_id, p_idempotency_key, 'release', p_feature, p_amount, v_result);
+    end if;
+    return v_result;
+end;
+$$;
+comment on function public.release_usage(uuid, text, integer, text) is
+'Gives back p_amount uses of a feature in the current calendar month (a failed operation '
+'returns what it consumed), never below zero, and returns the usage as check_usage_limit does '
+'(allowed: whether one more use would be). The same idempotency key with the same arguments '
+'returns the first result and gives back nothing more; with other arguments PT409. '
+'service_role only. p_amount must be positive (PT400); unknown feature or user PT404.';
+
+create function public.get_usage(p_app_id text, p_user_id uuid default null)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid := paycore.resolve_user_id(p_user_id);
+    v_month timestamp := date_trunc('month', paycore.clock() at time zone 'UTC');
+    v_start timestamptz := v_month at time zone 'UTC';
+    v_end timestamptz := (v_month + interval '1 month') at time zone 'UTC';
+    v_tier text;
+begin
+    if not exists (select 1 from public.apps as a where a.id = p_app_id) then
+        raise exception 'app % does not exist', p_app_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    v_tier := paycore.effective_tier(v_uid, p_app_id);
+    return jsonb_build_object(
+        'app_id', p_app_id,
+        'tier', v_tier,
+        'period_start', v_start,
+        'period_end', v_end,
+        'features', coalesce((
+            select jsonb_object_agg(f.id, jsonb_build_object(
+                'used', coalesce(u.used, 0),
+                'limit', case when l.feature_id is null then 0 else l.monthly_limit end,
+                'remaining', case
+                    when l.feature_id is null then 0
+                    else greatest(l.monthly_limit - coalesce(u.used, 0), 0)
+                end,
+                'is_soft', coalesce(l.is_soft, false),
+                'description', f.description
+            ) order by f.id)
+            from public.features as f
+            left join public.tier_limits as l
+                on l.app_id = f.app_id and l.tier_id = v_tier and l.feature_id = f.id
+            left join public.user_usage_limits as u
+                on u.user_id = v_uid and u.feature_id = f.id and u.period_start = v_start
+            where f.app_id = p_app_id
+        ), '{}'::jsonb)
+    );
+end;
+$$;
+comment on function public.get_usage(text, uuid) is
+'The caller''s tier in the app and, per feature of the app, used / limit / remaining / is_soft '
+'in the current calendar month (UTC): {app_id, tier, period_start, period_end, features: '
+'{<feature>: {...}}}; limit null = unlimited. authenticated (itself: p_user_id null or its own '
+'id) and service_role (any user). Unknown app PT404.';

@@ -1,0 +1,27 @@
+-- Undoes 0007.create-users.
+drop function public.get_usage(text, uuid);
+drop function public.release_usage(uuid, text, integer, text);
+drop function public.check_usage_limit(uuid, text, integer, text);
+drop function paycore.usage_result(text, text, text, boolean, bigint, integer, boolean, timestamptz, timestamptz);
+drop function public.get_user_app_tier(uuid, text);
+drop function paycore.effective_tier(uuid, text);
+drop function paycore.subscription_entitles(text, boolean, timestamptz, timestamptz, timestamptz, interval);
+drop function public.update_profile(text, text, jsonb);
+-- The trigger on auth.users goes with its function: on Supabase, auth.users belongs to
+-- supabase_auth_admin and DROP TRIGGER needs the table's owner (or supautils'
+-- drop_trigger_grants), while a cascade from the function paycore owns needs neither.
+drop function paycore.tg_auth_users__sync_profile() cascade;
+drop function paycore.sync_profile(uuid, text, jsonb);
+drop table paycore.usage_operations;
+drop table public.user_usage_limits;
+drop table public.payment_history;
+drop table public.user_subscriptions;
+drop table public.prices;
+drop table public.tier_limits;
+drop table public.features;
+drop table public.tiers, public.apps;
+drop table public.profiles;
+delete from paycore.reserved_event_namespaces
+where namespace in ('profile', 'usage', 'subscription', 'payment');
+delete from paycore.settings
+where key = 'subscription_grace_period';

@@ -595,7 +595,7 @@ as $$
         'allowed', p_allowed,
         'used', p_used,
         'limit', p_limit,
-        'remaining', greatest(p_limit - p_used, 0),
+        'remaining', case when p_limit is not null then greatest(p_limit - p_used, 0) end,
         'overage', coalesce(greatest(p_used - p_limit, 0), 0),
         'is_soft', p_is_soft,
         'tier', p_tier,
@@ -863,7 +863,7 @@ begin
                 'limit', case when l.feature_id is null then 0 else l.monthly_limit end,
                 'remaining', case
                     when l.feature_id is null then 0
-                    else greatest(l.monthly_limit - coalesce(u.used, 0), 0)
+                    when l.monthly_limit is not null then greatest(l.monthly_limit - coalesce(u.used, 0), 0)
                 end,
                 'is_soft', coalesce(l.is_soft, false),
                 'description', f.description

@@ -5,13 +5,15 @@ drop function public.check_usage_limit(uuid, text, integer, text);
 drop function paycore.usage_result(text, text, text, boolean, bigint, integer, boolean, timestamptz, timestamptz);
 drop function public.get_user_app_tier(uuid, text);
 drop function paycore.effective_tier(uuid, text);
+alter table paycore.settings drop constraint subscription_grace_period_is_an_interval;
+drop function paycore.is_grace_period(jsonb);
 drop function paycore.subscription_entitles(text, boolean, timestamptz, timestamptz, timestamptz, interval);
 drop function public.update_profile(text, text, jsonb);
 -- The trigger on auth.users goes with its function: on Supabase, auth.users belongs to
 -- supabase_auth_admin and DROP TRIGGER needs the table's owner (or supautils'
 -- drop_trigger_grants), while a cascade from the function paycore owns needs neither.
 drop function paycore.tg_auth_users__sync_profile() cascade;
-drop function paycore.sync_profile(uuid, text, jsonb);
+drop function paycore.profile_text(jsonb, text[], integer, boolean);
 drop table paycore.usage_operations;
 drop table public.user_usage_limits;
 drop table public.payment_history;

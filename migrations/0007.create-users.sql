@@ -243,6 +243,8 @@ create table public.user_usage_limits (
     period_start timestamptz not null,
     period_end timestamptz not null,
     used bigint not null default 0,
+    limit_reached_tier text,
+    soft_limit_exceeded_tier text,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     constraint user_usage_limits_pkey primary key (user_id, feature_id, period_start),
@@ -261,6 +263,12 @@ comment on column public.user_usage_limits.period_start is 'First instant of the
 comment on column public.user_usage_limits.period_end is 'First instant of the next month (UTC).';
 comment on column public.user_usage_limits.used is
 'Uses recorded this month; never negative; beyond the limit only for a soft limit.';
+comment on column public.user_usage_limits.limit_reached_tier is
+'The tier under which a use was last refused at the hard limit this month (usage.limit_reached '
+'was logged); null if none.';
+comment on column public.user_usage_limits.soft_limit_exceeded_tier is
+'The tier under which the soft limit was last exceeded this month (usage.soft_limit_exceeded '
+'was logged); null if none.';
 
 -- Retries of check_usage_limit and release_usage with an idempotency key.
 create table paycore.usage_operations (
@@ -341,34 +349,28 @@ values
 -- users, subscriptions, tiers and usage limits: the profile trigger on auth.users,
 -- update_profile, the tier a user has in an app now, and the monthly usage check.
 
-create function paycore.sync_profile(p_id uuid, p_email text, p_meta jsonb)
-returns void
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
+create function paycore.profile_text(p_meta jsonb, p_keys text[], p_max_length integer, p_url boolean)
+returns text
+language sql immutable
 as $$
-declare
-    v_name text := coalesce(p_meta ->> 'full_name', p_meta ->> 'name');
-    v_avatar text := coalesce(p_meta ->> 'avatar_url', p_meta ->> 'picture');
-begin
-    -- Runs inside Supabase Auth's sign-up: it never raises on what a user typed. A name or
-    -- an avatar URL that update_profile would refuse is left out, not an error.
-    if v_name is not null and (paycore.is_blank(v_name) or length(v_name) > 200) then
-        v_name := null;
-    end if;
-    if v_avatar is not null and (length(v_avatar) > 2048 or v_avatar !~ '^https?://[^[:space:]]+$') then
-        v_avatar := null;
-    end if;
-    insert into public.profiles (id, email, full_name, avatar_url)
-    values (p_id, p_email, v_name, v_avatar)
-    on conflict (id) do update
-    set email = excluded.email
-    where public.profiles.email is distinct from excluded.email;
-end;
+    -- The first of p_keys whose value is a JSON string that update_profile would accept:
+    -- not blank, at most p_max_length characters, no control or bidirectional-override
+    -- characters, and for a URL an http(s) URL without quotes, angle brackets or spaces.
+    select v.value
+    from unnest(p_keys) with ordinality as k (key, n)
+    cross join lateral (select p_meta ->> k.key as value) as v
+    where
+        jsonb_typeof(p_meta -> k.key) = 'string'
+        and not paycore.is_blank(v.value)
+        and length(v.value) <= p_max_length
+        and v.value !~ '[[:cntrl:]\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+        and (not p_url or v.value ~ '^https?://[^[:space:]"''<>\\`]+$')
+    order by k.n
+    limit 1
 $$;
-comment on function paycore.sync_profile(uuid, text, jsonb) is
-'Creates the profile of an auth user (email, and full_name / avatar_url from its sign-up '
-'metadata where they are valid), or brings an existing profile''s email in step. Internal: '
-'the trigger on auth.users and the backfill of existing users call it; it never raises.';
+comment on function paycore.profile_text(jsonb, text[], integer, boolean) is
+'The first valid text among p_keys of sign-up metadata (a JSON string, 1 to p_max_length '
+'characters, no control characters; an http(s) URL when p_url), else null. Internal.';
 
 create function paycore.tg_auth_users__sync_profile()
 returns trigger
@@ -376,20 +378,47 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    perform paycore.sync_profile(new.id, new.email, new.raw_user_meta_data);
+    -- Runs inside Supabase Auth's sign-up and email change: it must never make them fail.
+    -- A name or an avatar URL that update_profile would refuse is left out; anything else
+    -- that goes wrong leaves the profile as it was (update_profile recreates a missing one)
+    -- with a warning in the database log.
+    begin
+        if tg_op = 'INSERT' then
+            insert into public.profiles (id, email, full_name, avatar_url)
+            values (
+                new.id, new.email,
+                paycore.profile_text(new.raw_user_meta_data, array['full_name', 'name'], 200, false),
+                paycore.profile_text(new.raw_user_meta_data, array['avatar_url', 'picture'], 2048, true)
+            )
+            on conflict (id) do nothing;
+        else
+            update public.profiles as p set email = new.email
+            where p.id = new.id and p.email is distinct from new.email;
+        end if;
+    exception when others then
+        raise warning 'paycore: profile of auth user % not synced: % (%)', new.id, sqlerrm, sqlstate;
+    end;
     return null;
 end;
 $$;
 comment on function paycore.tg_auth_users__sync_profile() is
-'AFTER INSERT OR UPDATE OF email on auth.users: keeps public.profiles in step. SECURITY '
-'DEFINER because Supabase Auth''s own role writes auth.users and has no right on public.profiles.';
+'AFTER INSERT OR UPDATE OF email on auth.users: creates the profile (full_name and avatar_url '
+'from valid sign-up metadata) or copies the new email; never raises. SECURITY DEFINER because '
+'Supabase Auth''s own role writes auth.users and has no right on public.profiles.';
 
 create trigger paycore_sync_profile
 after insert or update of email on auth.users
 for each row execute function paycore.tg_auth_users__sync_profile();
 
--- The users that signed up before this module: a profile each.
-select paycore.sync_profile(u.id, u.email, u.raw_user_meta_data) from auth.users as u;
+-- The users that signed up before this module: a profile each, in one statement.
+insert into public.profiles (id, email, full_name, avatar_url)
+select
+    u.id,
+    u.email,
+    paycore.profile_text(u.raw_user_meta_data, array['full_name', 'name'], 200, false) as full_name,
+    paycore.profile_text(u.raw_user_meta_data, array['avatar_url', 'picture'], 2048, true) as avatar_url
+from auth.users as u
+on conflict (id) do nothing;
 
 create trigger profiles_set_updated_at
 before update on public.profiles
@@ -441,9 +470,13 @@ begin
     -- null keeps a field; '' clears full_name or avatar_url.
     if p_full_name is not null and p_full_name <> '' then
         perform paycore.check_text('p_full_name', p_full_name, 200, false);
+        if p_full_name ~ '[[:cntrl:]\u200e\u200f\u202a-\u202e\u2066-\u2069]' then
+            raise exception 'p_full_name must not contain control or bidirectional-override characters'
+            using errcode = 'PT400', hint = 'invalid_argument';
+        end if;
     end if;
     if p_avatar_url is not null and p_avatar_url <> ''
-        and (length(p_avatar_url) > 2048 or p_avatar_url !~ '^https?://[^[:space:]]+$') then
+        and (length(p_avatar_url) > 2048 or p_avatar_url !~ '^https?://[^[:space:][:cntrl:]"''<>\\`]+$') then
         raise exception 'p_avatar_url must be an http(s) URL of at most 2048 characters, or '''' to clear it'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
@@ -478,7 +511,7 @@ begin
     where p.id = v_uid
     returning p.* into v_profile;
     perform paycore.log_event(
-        'profile.updated', v_uid, 'profile', v_uid::text, null,
+        'profile.updated', v_uid, 'profile', null, null,
         jsonb_build_object('fields', to_jsonb(v_changed))
     );
     return v_profile;
@@ -487,7 +520,8 @@ $$;
 comment on function public.update_profile(text, text, jsonb) is
 'Updates the caller''s profile and returns it: null keeps a field, '''' clears full_name or '
 'avatar_url (http(s) URL, up to 2048 characters); p_metadata (a JSON object, at most 8 kB) '
-'replaces the stored one. full_name up to 200 characters. A change logs profile.updated. '
+'replaces the stored one. full_name up to 200 characters without control characters. A '
+'change logs profile.updated (the names of the changed fields). '
 'authenticated only.';
 
 create function paycore.subscription_entitles(
@@ -501,31 +535,56 @@ create function paycore.subscription_entitles(
 returns boolean
 language sql immutable
 as $$
+    -- The grace period is added in UTC: timestamptz + '3 days' would count days in the
+    -- session's time zone (23 or 25 hours across a daylight saving change).
     select coalesce(case
         -- active and trialing: until the period ends; a renewal moves current_period_end, and
         -- the grace period covers the renewal's events arriving late. Cancelled at period
-        -- end: until the period ends, no grace.
+        -- end (Stripe keeps the status active until then): until the period ends, no grace.
+        -- A period Stripe has not reported (null) entitles nothing.
         when p_status in ('active', 'trialing') then
-            p_current_period_end is null
-            or p_now < p_current_period_end
-            + case when p_cancel_at_period_end then interval '0' else p_grace end
+            p_now < case
+                when p_cancel_at_period_end then p_current_period_end
+                else ((p_current_period_end at time zone 'UTC') + p_grace) at time zone 'UTC'
+            end
         -- past_due: Stripe advanced the period, then the renewal payment failed; the unpaid
         -- period began at current_period_start.
         when p_status = 'past_due' then
-            p_now < p_current_period_start + p_grace
+            p_now < ((p_current_period_start at time zone 'UTC') + p_grace) at time zone 'UTC'
             and (not p_cancel_at_period_end or p_now < p_current_period_end)
-        -- canceled at period end, paid through the period: until it ends.
-        when p_status = 'canceled' then
-            p_cancel_at_period_end and p_now < p_current_period_end
-        -- incomplete, incomplete_expired, unpaid, paused: never.
+        -- canceled (final: a subscription cancelled at period end is canceled only once the
+        -- period is over), incomplete, incomplete_expired, unpaid, paused: never.
         else false
     end, false)
 $$;
 comment on function paycore.subscription_entitles(text, boolean, timestamptz, timestamptz, timestamptz, interval) is
 'Whether a subscription in this state entitles its tier at p_now: active and trialing until '
 'current_period_end (+ p_grace unless cancel_at_period_end), past_due until '
-'current_period_start + p_grace, canceled with cancel_at_period_end until current_period_end, '
-'every other status never. Internal.';
+'current_period_start + p_grace (and not past current_period_end when cancelling), every other '
+'status never, nor a null period. Intervals are added in UTC. Internal.';
+
+create function paycore.is_grace_period(p_value jsonb)
+returns boolean
+language plpgsql immutable
+as $$
+begin
+    return jsonb_typeof(p_value) = 'string'
+        and (p_value #>> '{}')::interval between interval '0' and interval '90 days';
+exception when invalid_datetime_format or datetime_field_overflow or interval_field_overflow then
+    return false;
+end;
+$$;
+comment on function paycore.is_grace_period(jsonb) is
+'Whether a setting value is a JSON string that reads as an interval from 0 to 90 days. Internal: '
+'the CHECK of subscription_grace_period.';
+
+-- A grace period that is not an interval would break every tier lookup of paying users.
+-- paycore.settings is a small configuration table: the check is validated at once.
+alter table paycore.settings
+-- squawk-ignore constraint-missing-not-valid
+add constraint subscription_grace_period_is_an_interval check (
+    key <> 'subscription_grace_period' or paycore.is_grace_period(value)
+);
 
 create function paycore.effective_tier(p_user_id uuid, p_app_id text)
 returns text
@@ -556,7 +615,7 @@ comment on function paycore.effective_tier(uuid, text) is
 'The tier p_user_id has in p_app_id at paycore.clock(): the highest rank among its entitling '
 'subscriptions to that app, else free. Internal (no check of the app or the caller).';
 
-create function public.get_user_app_tier(p_user_id uuid, p_app_id text)
+create function public.get_user_app_tier(p_user_id uuid default null, p_app_id text default null)
 returns text
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
@@ -564,8 +623,17 @@ as $$
 declare
     v_uid uuid := paycore.resolve_user_id(p_user_id);
 begin
+    if p_app_id is null then
+        raise exception 'p_app_id is required'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if not exists (select 1 from public.apps as a where a.id = p_app_id) then
         raise exception 'app % does not exist', p_app_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    if paycore.caller_role() <> 'authenticated'
+        and not exists (select 1 from auth.users as u where u.id = v_uid) then
+        raise exception 'user % does not exist', v_uid
         using errcode = 'PT404', hint = 'not_found';
     end if;
     return paycore.effective_tier(v_uid, p_app_id);
@@ -575,7 +643,8 @@ comment on function public.get_user_app_tier(uuid, text) is
 'The tier id the user has in the app now: the highest rank among its subscriptions that '
 'entitle (active, trialing; past_due within the grace period from current_period_start, '
 'setting subscription_grace_period, default 3 days; cancelled at period end until the period '
-'ends), else free. authenticated (itself: null or its own id) and service_role. Unknown app PT404.';
+'ends), else free. authenticated (itself: p_user_id null or omitted, or its own id) and '
+'service_role. Unknown app or user PT404.';
 
 create function paycore.usage_result(
     p_app_id text,
@@ -589,7 +658,7 @@ create function paycore.usage_result(
     p_period_end timestamptz
 )
 returns jsonb
-language sql immutable
+language sql stable
 as $$
     select jsonb_build_object(
         'allowed', p_allowed,
@@ -611,8 +680,8 @@ comment on function paycore.usage_result(
 'The JSON that check_usage_limit and release_usage return (remaining null when unlimited). Internal.';
 
 create function public.check_usage_limit(
-    p_user_id uuid,
-    p_feature text,
+    p_user_id uuid default null,
+    p_feature text default null,
     p_amount integer default 1,
     p_idempotency_key text default null
 )
@@ -634,8 +703,14 @@ declare
     v_allowed boolean;
     v_previous paycore.usage_operations;
     v_result jsonb;
+    v_key text;
+    v_first boolean;
 begin
     -- Plain expressions, not paycore.check_* calls: this is the hot path.
+    if p_feature is null then
+        raise exception 'p_feature is required'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if p_amount is null or p_amount < 0 then
         raise exception 'p_amount must be 0 (only look) or a positive integer'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -652,10 +727,16 @@ begin
     end if;
     if p_idempotency_key is not null then
         perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);
-        perform pg_advisory_xact_lock(hashtextextended(v_uid::text || '/usage/' || p_idempotency_key, 0));
+        -- A signed-in user's keys live apart from the server's: a user cannot take the key a
+        -- server will use for its own call first.
+        v_key := case
+            when paycore.caller_role() = 'authenticated' then 'paycore:client:' || p_idempotency_key
+            else p_idempotency_key
+        end;
+        perform pg_advisory_xact_lock(hashtextextended(v_uid::text || '/usage/' || v_key, 0));
         select o.* into v_previous
         from paycore.usage_operations as o
-        where o.user_id = v_uid and o.idempotency_key = p_idempotency_key;
+        where o.user_id = v_uid and o.idempotency_key = v_key;
         if found then
             if v_previous.operation = 'use' and v_previous.feature_id = p_feature
                 and v_previous.amount = p_amount then
@@ -701,19 +782,36 @@ begin
         end if;
     end if;
 
-    if not v_allowed and p_amount > 0 then
-        -- Once per user, feature and month: what an upsell nudge listens to.
-        perform paycore.log_event(
-            'usage.limit_reached', v_uid, 'feature', p_feature, v_app,
-            jsonb_build_object('limit', v_limit, 'used', v_used, 'tier', v_tier, 'period_start', v_start),
-            format('paycore:usage:%s:%s:%s:limit_reached', v_uid, p_feature, to_char(v_month, 'YYYY-MM'))
-        );
+    -- What an upsell nudge listens to, once per user, feature, month and tier: the flag on
+    -- the month's row (deleted with the user) says it was logged.
+    if not v_allowed and p_amount > 0 and v_used >= v_limit then
+        insert into public.user_usage_limits as u (
+            user_id, app_id, feature_id, period_start, period_end, used, limit_reached_tier
+        )
+        values (v_uid, v_app, p_feature, v_start, v_end, 0, v_tier)
+        on conflict (user_id, feature_id, period_start) do update
+        set limit_reached_tier = excluded.limit_reached_tier
+        where u.limit_reached_tier is distinct from excluded.limit_reached_tier
+        returning true into v_first;
+        if v_first then
+            perform paycore.log_event(
+                'usage.limit_reached', v_uid, 'feature', p_feature, v_app,
+                jsonb_build_object('limit', v_limit, 'used', v_used, 'tier', v_tier, 'period_start', v_start)
+            );
+        end if;
     elsif v_soft and v_used > v_limit and v_used - p_amount <= v_limit then
-        perform paycore.log_event(
-            'usage.soft_limit_exceeded', v_uid, 'feature', p_feature, v_app,
-            jsonb_build_object('limit', v_limit, 'used', v_used, 'tier', v_tier, 'period_start', v_start),
-            format('paycore:usage:%s:%s:%s:soft_limit_exceeded', v_uid, p_feature, to_char(v_month, 'YYYY-MM'))
-        );
+        update public.user_usage_limits as u
+        set soft_limit_exceeded_tier = v_tier
+        where
+            u.user_id = v_uid and u.feature_id = p_feature and u.period_start = v_start
+            and u.soft_limit_exceeded_tier is distinct from v_tier
+        returning true into v_first;
+        if v_first then
+            perform paycore.log_event(
+                'usage.soft_limit_exceeded', v_uid, 'feature', p_feature, v_app,
+                jsonb_build_object('limit', v_limit, 'used', v_used, 'tier', v_tier, 'period_start', v_start)
+            );
+        end if;
     end if;
 
     v_result := paycore.usage_result(
@@ -721,7 +819,7 @@ begin
     );
     if p_idempotency_key is not null then
         insert into paycore.usage_operations (user_id, idempotency_key, operation, feature_id, amount, result)
-        values (v_uid, p_idempotency_key, 'use', p_feature, p_amount, v_result);
+        values (v_uid, v_key, 'use', p_feature, p_amount, v_result);
     end if;
     return v_result;
 end;
@@ -732,10 +830,12 @@ comment on function public.check_usage_limit(uuid, text, integer, text) is
 'used, limit, remaining, overage, is_soft, tier, app_id, feature, period_start, period_end}. '
 'A hard limit refuses without recording (allowed false, no error); a soft limit records and '
 'reports overage; a null limit is unlimited; p_amount 0 only looks (allowed: one more use '
-'would be). The first refusal of a month logs usage.limit_reached, the first use beyond a soft '
-'limit usage.soft_limit_exceeded. The same idempotency key with the same arguments returns '
-'the first result and records nothing; with other arguments PT409. authenticated (itself) and '
-'service_role. Negative p_amount PT400, unknown feature or user PT404.';
+'would be). The first refusal at a hard limit logs usage.limit_reached, the first use beyond '
+'a soft limit usage.soft_limit_exceeded (once per month and tier). The same idempotency key '
+'with the same arguments returns the first result and records nothing; with other arguments '
+'PT409 (a signed-in user''s keys are apart from the server''s). authenticated (itself: '
+'p_user_id null or omitted, or its own id) and service_role. Negative p_amount or no feature '
+'PT400, unknown feature or user PT404.';
 
 create function public.release_usage(
     p_user_id uuid,
@@ -766,6 +866,10 @@ begin
     end if;
     if p_user_id is null then
         raise exception 'p_user_id is required'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_feature is null then
+        raise exception 'p_feature is required'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     if p_amount is null or p_amount <= 0 then
@@ -847,8 +951,17 @@ declare
     v_end timestamptz := (v_month + interval '1 month') at time zone 'UTC';
     v_tier text;
 begin
+    if p_app_id is null then
+        raise exception 'p_app_id is required'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if not exists (select 1 from public.apps as a where a.id = p_app_id) then
         raise exception 'app % does not exist', p_app_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    if paycore.caller_role() <> 'authenticated'
+        and not exists (select 1 from auth.users as u where u.id = v_uid) then
+        raise exception 'user % does not exist', v_uid
         using errcode = 'PT404', hint = 'not_found';
     end if;
     v_tier := paycore.effective_tier(v_uid, p_app_id);
@@ -882,7 +995,7 @@ comment on function public.get_usage(text, uuid) is
 'The caller''s tier in the app and, per feature of the app, used / limit / remaining / is_soft '
 'in the current calendar month (UTC): {app_id, tier, period_start, period_end, features: '
 '{<feature>: {...}}}; limit null = unlimited. authenticated (itself: p_user_id null or its own '
-'id) and service_role (any user). Unknown app PT404.';
+'id) and service_role (any user). Unknown app or user PT404.';
 
 -- users, subscriptions, tiers and usage limits: a user reads its own profile,
 -- subscriptions, invoices and usage; everyone reads the catalog; every write is a function
@@ -954,11 +1067,12 @@ using (true);
 
 revoke all on table paycore.usage_operations from public;
 
-revoke all on function paycore.sync_profile(uuid, text, jsonb) from public;
+revoke all on function paycore.profile_text(jsonb, text[], integer, boolean) from public;
 revoke all on function paycore.tg_auth_users__sync_profile() from public;
 revoke all on function paycore.subscription_entitles(
     text, boolean, timestamptz, timestamptz, timestamptz, interval
 ) from public;
+revoke all on function paycore.is_grace_period(jsonb) from public;
 revoke all on function paycore.effective_tier(uuid, text) from public;
 revoke all on function paycore.usage_result(
     text, text, text, boolean, bigint, integer, boolean, timestamptz, timestamptz

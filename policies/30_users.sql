@@ -68,11 +68,12 @@ using (true);
 
 revoke all on table paycore.usage_operations from public;
 
-revoke all on function paycore.sync_profile(uuid, text, jsonb) from public;
+revoke all on function paycore.profile_text(jsonb, text[], integer, boolean) from public;
 revoke all on function paycore.tg_auth_users__sync_profile() from public;
 revoke all on function paycore.subscription_entitles(
     text, boolean, timestamptz, timestamptz, timestamptz, interval
 ) from public;
+revoke all on function paycore.is_grace_period(jsonb) from public;
 revoke all on function paycore.effective_tier(uuid, text) from public;
 revoke all on function paycore.usage_result(
     text, text, text, boolean, bigint, integer, boolean, timestamptz, timestamptz

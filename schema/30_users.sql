@@ -236,6 +236,8 @@ create table public.user_usage_limits (
     period_start timestamptz not null,
     period_end timestamptz not null,
     used bigint not null default 0,
+    limit_reached_tier text,
+    soft_limit_exceeded_tier text,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     constraint user_usage_limits_pkey primary key (user_id, feature_id, period_start),
@@ -254,6 +256,12 @@ comment on column public.user_usage_limits.period_start is 'First instant of the
 comment on column public.user_usage_limits.period_end is 'First instant of the next month (UTC).';
 comment on column public.user_usage_limits.used is
 'Uses recorded this month; never negative; beyond the limit only for a soft limit.';
+comment on column public.user_usage_limits.limit_reached_tier is
+'The tier under which a use was last refused at the hard limit this month (usage.limit_reached '
+'was logged); null if none.';
+comment on column public.user_usage_limits.soft_limit_exceeded_tier is
+'The tier under which the soft limit was last exceeded this month (usage.soft_limit_exceeded '
+'was logged); null if none.';
 
 -- Retries of check_usage_limit and release_usage with an idempotency key.
 create table paycore.usage_operations (

@@ -444,11 +444,13 @@ def test_parallel_uses_with_one_idempotency_key_apply_once(db: str, mode: str, i
     assert check_shape(results[0], feature, limit) == []
     with psycopg.connect(db, autocommit=True) as conn:
         assert usage_rows(conn, user, feature) == [(*CLOCK_MONTH, expected_used)]
+        # A signed-in user's keys are stored apart from the server's (paycore:client:<key>).
+        stored_key = f"paycore:client:{key}" if mode == "authenticated" else key
         stored = conn.execute(
-            "select operation, amount, result from paycore.usage_operations"
-            " where user_id = %s and idempotency_key = %s", (user, key),
+            "select idempotency_key, operation, amount, result from paycore.usage_operations"
+            " where user_id = %s", (user,),
         ).fetchall()
-    assert stored == [("use", amount, results[0])], stored
+    assert stored == [(stored_key, "use", amount, results[0])], stored
 
 
 @pytest.mark.parametrize("mode", TRUSTED_MODES)

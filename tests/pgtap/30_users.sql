@@ -2,7 +2,7 @@
 -- the tier a user has in an app (every Stripe status), the monthly usage check, release,
 -- get_usage, and who sees what.
 begin;
-select plan(130);
+select plan(152);
 
 create function pg_temp.pick(p_value jsonb, p_keys text[])
 returns jsonb
@@ -105,15 +105,25 @@ values
  '{"name": "Grace H", "picture": "https://cdn.example.test/g.png"}'),
 ('00000000-0000-4000-8000-0000000000c3', 'c3@example.test',
  '{"full_name": "   ", "avatar_url": "javascript:alert(1)"}'),
-('00000000-0000-4000-8000-0000000000c4', null, '"not an object"');
+('00000000-0000-4000-8000-0000000000c4', null, '"not an object"'),
+('00000000-0000-4000-8000-0000000000c5', 'c5@example.test',
+ '{"full_name": {"a": "b"}, "name": "Bell\u0007", "avatar_url": "https://x.test/a\"><script>",
+   "picture": "https://x.test/ok.png"}'),
+('00000000-0000-4000-8000-0000000000c6', 'c6@example.test', '{"full_name": " ", "name": "Hopper"}');
 select results_eq(
     $$select email, full_name, avatar_url from public.profiles
       where id::text like '00000000-0000-4000-8000-0000000000c_' order by id$$,
     $$values ('c1@example.test', 'Ada L', 'https://cdn.example.test/a.png'),
              ('c2@example.test', 'Grace H', 'https://cdn.example.test/g.png'),
-             ('c3@example.test', null, null), (null, null, null)$$,
-    'name and avatar come from the sign-up metadata (OAuth names too); invalid ones are left out'
+             ('c3@example.test', null, null), (null, null, null),
+             ('c5@example.test', null, 'https://x.test/ok.png'), ('c6@example.test', 'Hopper', null)$$,
+    'name and avatar come from the sign-up metadata (OAuth names too): the first valid string; '
+    'blank, non-string, control characters and unsafe URLs are left out'
 );
+update auth.users set raw_user_meta_data = '{"full_name": "Mallory"}'
+where id = '00000000-0000-4000-8000-0000000000c1';
+select is((select full_name from public.profiles where id = '00000000-0000-4000-8000-0000000000c1'),
+    'Ada L', 'a later change of the auth metadata does not touch the profile');
 update auth.users set email = 'c1-new@example.test' where id = '00000000-0000-4000-8000-0000000000c1';
 select is((select email from public.profiles where id = '00000000-0000-4000-8000-0000000000c1'),
     'c1-new@example.test', 'an email change reaches the profile');
@@ -145,6 +155,10 @@ select tests.throws_hint(format('select update_profile(%L)', repeat('x', 201)), 
     'a name beyond 200 characters is PT400');
 select tests.throws_hint($$select update_profile(p_avatar_url => 'javascript:alert(1)')$$, 'PT400',
     'invalid_argument', 'an avatar URL that is not http(s) is PT400');
+select tests.throws_hint($$select update_profile(p_avatar_url => 'https://x.test/"><script>')$$, 'PT400',
+    'invalid_argument', 'an avatar URL with quotes or angle brackets is PT400');
+select tests.throws_hint($$select update_profile(e'Eve\u202e')$$, 'PT400', 'invalid_argument',
+    'a name with a bidirectional override is PT400');
 select tests.throws_hint($$select update_profile(p_metadata => '[1]')$$, 'PT400', 'invalid_argument',
     'metadata that is not an object is PT400');
 select tests.throws_hint(
@@ -157,6 +171,8 @@ select results_eq(
              ('{"fields": ["full_name"]}')$$,
     'each change logs profile.updated with the fields it changed; a refused one logs nothing'
 );
+select is_empty(format($$select 1 from public.events where type = 'profile.updated' and actor_id = %L
+    and subject_id is not null$$, :'a'), '... and no user id outside actor_id (erased with the user)');
 select is_empty($$select 1 from public.profiles where id <> auth.uid()$$,
     'a user reads only its own profile');
 select tests.authenticate_as_service_role();
@@ -252,7 +268,7 @@ select results_eq(
         ('past_due', true, '-1 day', '29 days', 'premium'),
         ('past_due', true, '-40 days', '-10 days', 'free'),
         ('canceled', false, '-10 days', '20 days', 'free'),
-        ('canceled', true, '-10 days', '20 days', 'premium'),
+        ('canceled', true, '-10 days', '20 days', 'free'),
         ('canceled', true, '-30 days', '-1 second', 'free'),
         ('canceled', false, '-30 days', '-1 day', 'free'),
         ('unpaid', false, '-10 days', '20 days', 'free'),
@@ -269,8 +285,26 @@ select is(pg_temp.tier_of('past_due', false, '-2 days', '28 days'), 'free',
 select is(pg_temp.tier_of('past_due', false, '-23 hours', '29 days'), 'premium',
     '... and past_due since 23 hours still premium');
 update paycore.settings set value = '"3 days"' where key = 'subscription_grace_period';
-select is(pg_temp.tier_of('active', false, null, null), 'premium',
-    'an active subscription without a known period entitles');
+select is(pg_temp.tier_of('active', false, null, null), 'free',
+    'an active subscription without a known period entitles nothing (the Stripe module sets it)');
+select is(pg_temp.tier_of('past_due', false, null, null), 'free', '... nor a past_due one');
+-- The grace period counts in UTC, whatever the session's time zone (here across the US
+-- daylight saving change of 2026-03-08, where 3 local days are 71 hours).
+set local timezone = 'America/New_York';
+select tests.travel_to('2026-03-10 11:30:00+00');
+select is(pg_temp.tier_of('past_due', false, '-71 hours 30 minutes', '30 days'), 'premium',
+    'the grace period is 72 hours across a daylight saving change');
+set local timezone = 'UTC';
+select tests.travel_to('2026-06-15 12:00:00+00');
+-- The setting is checked: an interval from 0 to 90 days, as a JSON string.
+select throws_ok($$update paycore.settings set value = '3' where key = 'subscription_grace_period'$$,
+    '23514', null, 'a grace period that is a number is refused');
+select throws_ok($$update paycore.settings set value = '"3 dayz"' where key = 'subscription_grace_period'$$,
+    '23514', null, 'a grace period that is not an interval is refused');
+select throws_ok($$update paycore.settings set value = '"-1 day"' where key = 'subscription_grace_period'$$,
+    '23514', null, 'a negative grace period is refused');
+select throws_ok($$update paycore.settings set value = '"91 days"' where key = 'subscription_grace_period'$$,
+    '23514', null, 'a grace period beyond 90 days is refused');
 
 -- Several subscriptions at once: the highest rank wins, other apps are ignored.
 insert into public.tiers (app_id, id, rank, name, monthly_credits) values ('cv', 'pro', 2, 'Pro', 500);
@@ -292,8 +326,13 @@ select is(get_user_app_tier(:'m', 'cv'), 'free', 'nothing entitles: free');
 select is(get_user_app_tier(:'m', 'letters'), 'premium', 'the letters subscription entitles in letters');
 select tests.throws_hint(format($$select get_user_app_tier(%L, 'nope')$$, :'m'), 'PT404', 'not_found',
     'an unknown app is PT404');
+select tests.throws_hint(format($$select get_user_app_tier(%L, 'cv')$$, gen_random_uuid()), 'PT404',
+    'not_found', 'an unknown user is PT404');
+select tests.throws_hint(format($$select get_user_app_tier(%L)$$, :'m'), 'PT400', 'invalid_argument',
+    'no app is PT400');
 select tests.authenticate_as(:'m');
 select is(get_user_app_tier(null, 'letters'), 'premium', 'a signed-in user asks for itself with null');
+select is(get_user_app_tier(p_app_id => 'letters'), 'premium', '... or without p_user_id (PostgREST: omitted)');
 select tests.throws_hint(format($$select get_user_app_tier(%L, 'cv')$$, :'a'), 'PT403', 'forbidden',
     'a signed-in user cannot ask for another user');
 select tests.clear_authentication();
@@ -334,8 +373,8 @@ select is((select count(*)::int from public.events where actor_id = :'a' and typ
     1, '... logs nothing more this month');
 
 select tests.authenticate_as(:'b');
-select is(pg_temp.pick(check_usage_limit(null, 'cv_generations', 0), '{allowed,used,remaining}'),
-    '{"allowed": true, "used": 0, "remaining": 3}', 'looking at an unused feature');
+select is(pg_temp.pick(check_usage_limit(p_feature => 'cv_generations', p_amount => 0), '{allowed,used,remaining}'),
+    '{"allowed": true, "used": 0, "remaining": 3}', 'looking at an unused feature (p_user_id omitted)');
 select is(pg_temp.pick(check_usage_limit(null, 'cv_generations', 4), '{allowed,used}'),
     '{"allowed": false, "used": 0}', 'a use larger than the whole limit is refused');
 select is(pg_temp.pick(check_usage_limit(null, 'cv_generations', 2), '{allowed,used}'),
@@ -345,6 +384,8 @@ select is(pg_temp.pick(check_usage_limit(null, 'cv_generations', 2), '{allowed,u
 select tests.reset_role();
 select is((select count(*)::int from public.user_usage_limits where user_id = :'b'), 1,
     'looking and refusing created no row');
+select is_empty(format($$select 1 from public.events where actor_id = %L and type like 'usage.%%'$$, :'b'),
+    'a use that does not fit, below the limit, is not usage.limit_reached');
 
 -- Refusals.
 select tests.authenticate_as(:'b');
@@ -354,8 +395,8 @@ select tests.throws_hint($$select check_usage_limit(null, 'cv_generations', null
     'invalid_argument', 'a null amount is PT400');
 select tests.throws_hint($$select check_usage_limit(null, 'nope')$$, 'PT404', 'not_found',
     'an unknown feature is PT404');
-select tests.throws_hint($$select check_usage_limit(null, null)$$, 'PT404', 'not_found',
-    'a null feature is PT404');
+select tests.throws_hint($$select check_usage_limit(null, null)$$, 'PT400', 'invalid_argument',
+    'a null feature is PT400');
 select tests.throws_hint(format($$select check_usage_limit(%L, 'cv_generations')$$, :'a'), 'PT403',
     'forbidden', 'a signed-in user cannot use another user''s quota');
 select tests.clear_authentication();
@@ -406,9 +447,17 @@ values (:'a', 'cv', 'premium', 'active', 'sub_a', '2026-06-15', '2026-07-15');
 select is(pg_temp.pick(check_usage_limit(:'a', 'cv_generations'), '{allowed,used,limit,remaining,tier}'),
     '{"allowed": true, "used": 4, "limit": 100, "remaining": 96, "tier": "premium"}',
     'an upgrade mid-month raises the limit at once; the month''s usage still counts');
+select is(check_usage_limit(:'a', 'cv_generations', 96) ->> 'used', '100', 'up to the premium limit');
+select is(check_usage_limit(:'a', 'cv_generations') ->> 'allowed', 'false', 'refused at the premium limit');
+select results_eq(
+    format($$select meta ->> 'tier', meta ->> 'used' from public.events
+             where actor_id = %L and type = 'usage.limit_reached' order by meta ->> 'used'$$, :'a'),
+    $$values ('premium', '100'), ('free', '3')$$,
+    'reaching the limit of the new tier logs usage.limit_reached again'
+);
 update public.user_subscriptions set status = 'canceled' where stripe_subscription_id = 'sub_a';
 select is(pg_temp.pick(check_usage_limit(:'a', 'cv_generations'), '{allowed,used,limit,remaining,tier}'),
-    '{"allowed": false, "used": 4, "limit": 3, "remaining": 0, "tier": "free"}',
+    '{"allowed": false, "used": 100, "limit": 3, "remaining": 0, "tier": "free"}',
     'back on free above its limit: refused, remaining 0');
 
 -- Calendar months in UTC of paycore.clock(), whatever the session's time zone.
@@ -437,26 +486,37 @@ select tests.create_user('keys@example.test') as k \gset
 select is(check_usage_limit(:'k', 'cv_generations', 2, 'job-1') ->> 'used', '2', 'a use with a key');
 select is(check_usage_limit(:'k', 'cv_generations', 2, 'job-1') ->> 'used', '2',
     'the same key and arguments return the first result');
-select is((select used from public.user_usage_limits where user_id = :'k'), 2::bigint, '... and record nothing');
+select is((select used from public.user_usage_limits where user_id = :'k' and feature_id = 'cv_generations'),
+    2::bigint, '... and record nothing');
 select tests.throws_hint(format($$select check_usage_limit(%L, 'cv_generations', 1, 'job-1')$$, :'k'),
     'PT409', 'idempotency_conflict', 'the same key with other arguments is PT409');
 select tests.throws_hint(format($$select release_usage(%L, 'cv_generations', 2, 'job-1')$$, :'k'),
     'PT409', 'idempotency_conflict', 'a use''s key cannot be reused by a release');
 
+-- A signed-in user's keys live apart from the server's.
+select tests.authenticate_as(:'k');
+select is(check_usage_limit(null, 'cv_exports', 1, 'job-2') ->> 'used', '1', 'a user''s own key');
+select tests.reset_role();
+select is(check_usage_limit(:'k', 'cv_exports', 2, 'job-2') ->> 'used', '3',
+    'the server''s call with the same key is its own (no PT409, no replay)');
+select tests.authenticate_as(:'k');
+select is(check_usage_limit(null, 'cv_exports', 1, 'job-2') ->> 'used', '1', 'the user''s retry replays its result');
+select tests.reset_role();
+
 -- release_usage.
 select is(release_usage(:'k', 'cv_generations', 1) ->> 'used', '1', 'release gives back usage');
 select is(pg_temp.pick(release_usage(:'k', 'cv_generations', 5), '{used,remaining,allowed}'),
     '{"used": 0, "remaining": 3, "allowed": true}', 'never below zero');
-select is(release_usage(:'k', 'cv_exports', 1) ->> 'used', '0', 'releasing an unused feature is 0');
+select is(release_usage(:'k', 'letters_generations', 1) ->> 'used', '0', 'releasing an unused feature is 0');
 select is(check_usage_limit(:'k', 'cv_generations', 3) ->> 'used', '3', 'used again');
 select is(release_usage(:'k', 'cv_generations', 2, 'rel-1') ->> 'used', '1', 'a release with a key');
 select is(release_usage(:'k', 'cv_generations', 2, 'rel-1') ->> 'used', '1', '... retried: the first result');
-select is((select used from public.user_usage_limits where user_id = :'k'), 1::bigint,
+select is((select used from public.user_usage_limits where user_id = :'k' and feature_id = 'cv_generations'), 1::bigint,
     '... given back once');
 select tests.travel_to('2026-07-02 00:00:00+00');
 select is(release_usage(:'k', 'cv_generations', 1) ->> 'used', '0', 'a release acts on the current month only');
 select tests.travel_to('2026-06-15 12:00:00+00');
-select is((select used from public.user_usage_limits where user_id = :'k'), 1::bigint,
+select is((select used from public.user_usage_limits where user_id = :'k' and feature_id = 'cv_generations'), 1::bigint,
     '... June is untouched');
 select tests.throws_hint(format($$select release_usage(%L, 'cv_generations', 0)$$, :'k'), 'PT400',
     'invalid_argument', 'releasing 0 is PT400');
@@ -489,11 +549,14 @@ select is(
 select is(get_usage('letters') -> 'features' -> 'letters_generations' ->> 'used', '0',
     'another app''s features start unused');
 select tests.throws_hint($$select get_usage('nope')$$, 'PT404', 'not_found', 'an unknown app is PT404');
+select tests.throws_hint($$select get_usage(null)$$, 'PT400', 'invalid_argument', 'no app is PT400');
 select tests.throws_hint(format($$select get_usage('cv', %L)$$, :'a'), 'PT403', 'forbidden',
     'a signed-in user cannot read another user''s usage');
 select tests.authenticate_as_service_role();
 select is(get_usage('cv', :'s') -> 'features' -> 'cv_exports' ->> 'limit', null,
     'service_role reads any user''s usage; an unlimited limit is null');
+select tests.throws_hint(format($$select get_usage('cv', %L)$$, gen_random_uuid()), 'PT404', 'not_found',
+    'an unknown user is PT404');
 select tests.clear_authentication();
 select throws_ok($$select get_usage('cv')$$, '42501', null, 'anon may not call get_usage');
 

@@ -587,23 +587,36 @@ add constraint subscription_grace_period_is_an_interval check (
 );
 
 create function paycore.effective_tier(p_user_id uuid, p_app_id text)
-returns text
+returns setof text
 language sql stable
+rows 1
 as $$
+    -- A set-returning SQL function, so that the planner inlines it into the caller's query
+    -- (and plpgsql caches the plan): a scalar SQL function with a subquery is planned again
+    -- on every call. The clock and the grace period are read once, as columns.
     select coalesce(
         (
             select s.tier_id
             from public.user_subscriptions as s
             join public.tiers as t on t.app_id = s.app_id and t.id = s.tier_id
+            cross join (
+                select
+                    paycore.clock() as now,
+                    coalesce(
+                        (
+                            select (g.value #>> '{}')::interval
+                            from paycore.settings as g
+                            where g.key = 'subscription_grace_period'
+                        ),
+                        interval '3 days'
+                    ) as grace
+                offset 0  -- kept a subquery: its columns stay plain, the check below inlined
+            ) as c
             where
                 s.user_id = p_user_id and s.app_id = p_app_id
                 and paycore.subscription_entitles(
                     s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
-                    paycore.clock(),
-                    coalesce(
-                        (paycore.setting('subscription_grace_period') #>> '{}')::interval,
-                        interval '3 days'
-                    )
+                    c.now, c.grace
                 )
             order by t.rank desc
             limit 1
@@ -612,8 +625,8 @@ as $$
     )
 $$;
 comment on function paycore.effective_tier(uuid, text) is
-'The tier p_user_id has in p_app_id at paycore.clock(): the highest rank among its entitling '
-'subscriptions to that app, else free. Internal (no check of the app or the caller).';
+'The tier p_user_id has in p_app_id at paycore.clock() (one row): the highest rank among its '
+'entitling subscriptions to that app, else free. Internal (no check of the app or the caller).';
 
 create function public.get_user_app_tier(p_user_id uuid default null, p_app_id text default null)
 returns text
@@ -622,21 +635,28 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_uid uuid := paycore.resolve_user_id(p_user_id);
+    v_tier text;
+    v_user_exists boolean;
 begin
     if p_app_id is null then
         raise exception 'p_app_id is required'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if not exists (select 1 from public.apps as a where a.id = p_app_id) then
+    -- One statement: the app, the user and the tier.
+    select t.tier, exists (select 1 from auth.users as u where u.id = v_uid)
+    into v_tier, v_user_exists
+    from public.apps as a
+    cross join lateral paycore.effective_tier(v_uid, a.id) as t (tier)
+    where a.id = p_app_id;
+    if not found then
         raise exception 'app % does not exist', p_app_id
         using errcode = 'PT404', hint = 'not_found';
     end if;
-    if paycore.caller_role() <> 'authenticated'
-        and not exists (select 1 from auth.users as u where u.id = v_uid) then
+    if not v_user_exists then
         raise exception 'user % does not exist', v_uid
         using errcode = 'PT404', hint = 'not_found';
     end if;
-    return paycore.effective_tier(v_uid, p_app_id);
+    return v_tier;
 end;
 $$;
 comment on function public.get_user_app_tier(uuid, text) is
@@ -705,6 +725,7 @@ declare
     v_result jsonb;
     v_key text;
     v_first boolean;
+    v_user_exists boolean;
 begin
     -- Plain expressions, not paycore.check_* calls: this is the hot path.
     if p_feature is null then
@@ -715,13 +736,24 @@ begin
         raise exception 'p_amount must be 0 (only look) or a positive integer'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    select f.app_id into v_app from public.features as f where f.id = p_feature;
+    -- One statement: the feature, its app, the user, the tier at the moment of the call (an
+    -- upgrade raises the limit at once, and what was used this month still counts) and its
+    -- limit. No tier_limits row: the tier does not include the feature (limit 0).
+    select
+        f.app_id, t.tier, case when l.feature_id is null then 0 else l.monthly_limit end,
+        coalesce(l.is_soft, false), exists (select 1 from auth.users as u where u.id = v_uid)
+    into v_app, v_tier, v_limit, v_soft, v_user_exists
+    from public.features as f
+    -- offset 0: the tier is computed once, not again for each place that names it.
+    cross join lateral (select e.tier from paycore.effective_tier(v_uid, f.app_id) as e (tier) offset 0) as t
+    left join public.tier_limits as l
+        on l.app_id = f.app_id and l.tier_id = t.tier and l.feature_id = f.id
+    where f.id = p_feature;
     if not found then
         raise exception 'feature % does not exist', p_feature
         using errcode = 'PT404', hint = 'not_found';
     end if;
-    if paycore.caller_role() <> 'authenticated'
-        and not exists (select 1 from auth.users as u where u.id = v_uid) then
+    if not v_user_exists then
         raise exception 'user % does not exist', v_uid
         using errcode = 'PT404', hint = 'not_found';
     end if;
@@ -745,17 +777,6 @@ begin
             raise exception 'idempotency key % was used with other arguments', p_idempotency_key
             using errcode = 'PT409', hint = 'idempotency_conflict';
         end if;
-    end if;
-
-    -- The tier at the moment of the call: an upgrade raises the limit at once, and what was
-    -- used this month still counts.
-    v_tier := paycore.effective_tier(v_uid, v_app);
-    select l.monthly_limit, l.is_soft into v_limit, v_soft
-    from public.tier_limits as l
-    where l.app_id = v_app and l.tier_id = v_tier and l.feature_id = p_feature;
-    if not found then
-        v_limit := 0;  -- the tier does not include the feature
-        v_soft := false;
     end if;
 
     if p_amount > 0 and (v_limit is null or v_soft or p_amount <= v_limit) then
@@ -913,14 +934,11 @@ begin
         v_used := coalesce(v_used, 0);
     end if;
 
-    v_tier := paycore.effective_tier(p_user_id, v_app);
-    select l.monthly_limit, l.is_soft into v_limit, v_soft
-    from public.tier_limits as l
-    where l.app_id = v_app and l.tier_id = v_tier and l.feature_id = p_feature;
-    if not found then
-        v_limit := 0;
-        v_soft := false;
-    end if;
+    select t.tier, case when l.feature_id is null then 0 else l.monthly_limit end, coalesce(l.is_soft, false)
+    into v_tier, v_limit, v_soft
+    from (select e.tier from paycore.effective_tier(p_user_id, v_app) as e (tier) offset 0) as t
+    left join public.tier_limits as l
+        on l.app_id = v_app and l.tier_id = t.tier and l.feature_id = p_feature;
     v_result := paycore.usage_result(
         v_app, p_feature, v_tier, v_limit is null or v_soft or v_used < v_limit, v_used, v_limit, v_soft,
         v_start, v_end
@@ -964,7 +982,7 @@ begin
         raise exception 'user % does not exist', v_uid
         using errcode = 'PT404', hint = 'not_found';
     end if;
-    v_tier := paycore.effective_tier(v_uid, p_app_id);
+    select t.tier into v_tier from paycore.effective_tier(v_uid, p_app_id) as t (tier);
     return jsonb_build_object(
         'app_id', p_app_id,
         'tier', v_tier,

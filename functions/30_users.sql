@@ -176,44 +176,102 @@ comment on function public.update_profile(text, text, jsonb) is
 'change logs profile.updated (the names of the changed fields). '
 'authenticated only.';
 
-create function paycore.subscription_entitles(
+create function paycore.subscription_entitled_until(
     p_status text,
     p_cancel_at_period_end boolean,
     p_current_period_start timestamptz,
     p_current_period_end timestamptz,
-    p_now timestamptz,
     p_grace interval
 )
-returns boolean
+returns timestamptz
 language sql immutable
 as $$
     -- The grace period is added in UTC: timestamptz + '3 days' would count days in the
     -- session's time zone (23 or 25 hours across a daylight saving change).
-    select coalesce(case
+    select case
         -- active and trialing: until the period ends; a renewal moves current_period_end, and
         -- the grace period covers the renewal's events arriving late. Cancelled at period
         -- end (Stripe keeps the status active until then): until the period ends, no grace.
         -- A period Stripe has not reported (null) entitles nothing.
         when p_status in ('active', 'trialing') then
-            p_now < case
+            case
                 when p_cancel_at_period_end then p_current_period_end
                 else ((p_current_period_end at time zone 'UTC') + p_grace) at time zone 'UTC'
             end
         -- past_due: Stripe advanced the period, then the renewal payment failed; the unpaid
-        -- period began at current_period_start.
+        -- period began at current_period_start. Never past the end when cancelling.
         when p_status = 'past_due' then
-            p_now < ((p_current_period_start at time zone 'UTC') + p_grace) at time zone 'UTC'
-            and (not p_cancel_at_period_end or p_now < p_current_period_end)
+            case
+                when p_cancel_at_period_end then least(
+                    ((p_current_period_start at time zone 'UTC') + p_grace) at time zone 'UTC',
+                    p_current_period_end
+                )
+                else ((p_current_period_start at time zone 'UTC') + p_grace) at time zone 'UTC'
+            end
         -- canceled (final: a subscription cancelled at period end is canceled only once the
         -- period is over), incomplete, incomplete_expired, unpaid, paused: never.
-        else false
-    end, false)
+    end
 $$;
-comment on function paycore.subscription_entitles(text, boolean, timestamptz, timestamptz, timestamptz, interval) is
-'Whether a subscription in this state entitles its tier at p_now: active and trialing until '
-'current_period_end (+ p_grace unless cancel_at_period_end), past_due until '
+comment on function paycore.subscription_entitled_until(text, boolean, timestamptz, timestamptz, interval) is
+'Until when a subscription in this state entitles its tier (null: not at all): active and '
+'trialing until current_period_end (+ p_grace unless cancel_at_period_end), past_due until '
 'current_period_start + p_grace (and not past current_period_end when cancelling), every other '
-'status never, nor a null period. Intervals are added in UTC. Internal.';
+'status, or a null period, never. Intervals are added in UTC. Internal.';
+
+create function paycore.grace_period()
+returns interval
+language sql stable
+as $$
+    select coalesce(
+        (select (s.value #>> '{}')::interval from paycore.settings as s where s.key = 'subscription_grace_period'),
+        interval '3 days'
+    )
+$$;
+comment on function paycore.grace_period() is
+'The configured subscription_grace_period (default 3 days). Internal.';
+
+create function paycore.tg_user_subscriptions__derive()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- The rank of the tier (checked by the foreign key), and until when the row entitles.
+    -- An unknown tier gets rank -1, which no tier has: the foreign key then refuses the row.
+    new.tier_rank := coalesce(
+        (select t.rank from public.tiers as t where t.app_id = new.app_id and t.id = new.tier_id), -1
+    );
+    new.entitled_until := paycore.subscription_entitled_until(
+        new.status, new.cancel_at_period_end, new.current_period_start, new.current_period_end,
+        paycore.grace_period()
+    );
+    return new;
+end;
+$$;
+comment on function paycore.tg_user_subscriptions__derive() is
+'BEFORE INSERT OR UPDATE on user_subscriptions: sets tier_rank and entitled_until from the row '
+'and the catalog, so that no write can leave them out of step.';
+
+create function paycore.tg_settings__recompute_entitlements()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- A new grace period applies to every subscription at once.
+    update public.user_subscriptions as s
+    set entitled_until = paycore.subscription_entitled_until(
+        s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
+        paycore.grace_period()
+    )
+    where s.entitled_until is distinct from paycore.subscription_entitled_until(
+        s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
+        paycore.grace_period()
+    );
+    return null;
+end;
+$$;
+comment on function paycore.tg_settings__recompute_entitlements() is
+'AFTER INSERT, UPDATE OR DELETE of the subscription_grace_period setting: recomputes '
+'user_subscriptions.entitled_until for every row.';
 
 create function paycore.is_grace_period(p_value jsonb)
 returns boolean
@@ -238,6 +296,13 @@ add constraint subscription_grace_period_is_an_interval check (
     key <> 'subscription_grace_period' or paycore.is_grace_period(value)
 );
 
+create trigger user_subscriptions_derive
+before insert or update on public.user_subscriptions
+for each row execute function paycore.tg_user_subscriptions__derive();
+create trigger settings_recompute_entitlements
+after insert or update or delete on paycore.settings
+for each statement execute function paycore.tg_settings__recompute_entitlements();
+
 create function paycore.effective_tier(p_user_id uuid, p_app_id text)
 returns setof text
 language sql stable
@@ -245,32 +310,13 @@ rows 1
 as $$
     -- A set-returning SQL function, so that the planner inlines it into the caller's query
     -- (and plpgsql caches the plan): a scalar SQL function with a subquery is planned again
-    -- on every call. The clock and the grace period are read once, as columns.
+    -- on every call. One index scan: entitled_until and tier_rank are kept on the row.
     select coalesce(
         (
             select s.tier_id
             from public.user_subscriptions as s
-            join public.tiers as t on t.app_id = s.app_id and t.id = s.tier_id
-            cross join (
-                select
-                    paycore.clock() as now,
-                    coalesce(
-                        (
-                            select (g.value #>> '{}')::interval
-                            from paycore.settings as g
-                            where g.key = 'subscription_grace_period'
-                        ),
-                        interval '3 days'
-                    ) as grace
-                offset 0  -- kept a subquery: its columns stay plain, the check below inlined
-            ) as c
-            where
-                s.user_id = p_user_id and s.app_id = p_app_id
-                and paycore.subscription_entitles(
-                    s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
-                    c.now, c.grace
-                )
-            order by t.rank desc
+            where s.user_id = p_user_id and s.app_id = p_app_id and s.entitled_until > paycore.clock()
+            order by s.tier_rank desc
             limit 1
         ),
         'free'

@@ -7,7 +7,7 @@ drop function public.get_user_app_tier(uuid, text);
 drop function paycore.effective_tier(uuid, text);
 alter table paycore.settings drop constraint subscription_grace_period_is_an_interval;
 drop function paycore.is_grace_period(jsonb);
-drop function paycore.subscription_entitles(text, boolean, timestamptz, timestamptz, timestamptz, interval);
+drop trigger settings_recompute_entitlements on paycore.settings;
 drop function public.update_profile(text, text, jsonb);
 -- The trigger on auth.users goes with its function: on Supabase, auth.users belongs to
 -- supabase_auth_admin and DROP TRIGGER needs the table's owner (or supautils'
@@ -18,6 +18,10 @@ drop table paycore.usage_operations;
 drop table public.user_usage_limits;
 drop table public.payment_history;
 drop table public.user_subscriptions;
+drop function paycore.tg_settings__recompute_entitlements();
+drop function paycore.tg_user_subscriptions__derive();
+drop function paycore.grace_period();
+drop function paycore.subscription_entitled_until(text, boolean, timestamptz, timestamptz, interval);
 drop table public.prices;
 drop table public.tier_limits;
 drop table public.features;

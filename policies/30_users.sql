@@ -70,9 +70,12 @@ revoke all on table paycore.usage_operations from public;
 
 revoke all on function paycore.profile_text(jsonb, text[], integer, boolean) from public;
 revoke all on function paycore.tg_auth_users__sync_profile() from public;
-revoke all on function paycore.subscription_entitles(
-    text, boolean, timestamptz, timestamptz, timestamptz, interval
+revoke all on function paycore.subscription_entitled_until(
+    text, boolean, timestamptz, timestamptz, interval
 ) from public;
+revoke all on function paycore.grace_period() from public;
+revoke all on function paycore.tg_user_subscriptions__derive() from public;
+revoke all on function paycore.tg_settings__recompute_entitlements() from public;
 revoke all on function paycore.is_grace_period(jsonb) from public;
 revoke all on function paycore.effective_tier(uuid, text) from public;
 revoke all on function paycore.usage_result(

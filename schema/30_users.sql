@@ -60,6 +60,7 @@ create table public.tiers (
     updated_at timestamptz not null default now(),
     constraint tiers_pkey primary key (app_id, id),
     constraint tiers_app_id_rank_key unique (app_id, rank),
+    constraint tiers_app_id_id_rank_key unique (app_id, id, rank),
     constraint tiers_app_id_fkey foreign key (app_id) references public.apps (id),
     constraint id_is_a_slug check (id ~ '^[a-z][a-z0-9_]{0,62}$'),
     constraint name_is_not_blank check (btrim(name) <> '' and length(name) <= 200),
@@ -154,13 +155,15 @@ create table public.user_subscriptions (
     cancel_at_period_end boolean not null default false,
     canceled_at timestamptz,
     stripe_event_created_at timestamptz,
+    tier_rank integer not null,
+    entitled_until timestamptz,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     constraint user_subscriptions_pkey primary key (id),
     constraint user_subscriptions_user_id_fkey foreign key (user_id)
     references auth.users (id) on delete cascade,
-    constraint user_subscriptions_tier_fkey foreign key (app_id, tier_id)
-    references public.tiers (app_id, id),
+    constraint user_subscriptions_tier_fkey foreign key (app_id, tier_id, tier_rank)
+    references public.tiers (app_id, id, rank) on update cascade,
     constraint user_subscriptions_stripe_session_id_key unique (stripe_session_id),
     constraint user_subscriptions_stripe_subscription_id_key unique (stripe_subscription_id),
     constraint status_is_a_stripe_status check (status in (
@@ -175,7 +178,8 @@ create table public.user_subscriptions (
     constraint metadata_is_an_object check (jsonb_typeof(metadata) = 'object'),
     constraint period_ends_after_it_starts check (current_period_end >= current_period_start)
 );
-create index user_subscriptions_user_id_app_id_idx on public.user_subscriptions (user_id, app_id);
+create index user_subscriptions_user_id_app_id_tier_rank_idx
+on public.user_subscriptions (user_id, app_id, tier_rank desc);
 comment on table public.user_subscriptions is
 'A user''s Stripe subscription to one tier of one app, written by the Stripe module''s '
 'functions; read by its user only. Whether it entitles now: get_user_app_tier.';
@@ -194,6 +198,14 @@ comment on column public.user_subscriptions.current_period_end is
 'End of the billing period Stripe reports; for trialing, the end of the trial.';
 comment on column public.user_subscriptions.cancel_at_period_end is
 'The subscription ends at current_period_end: it entitles until then, not after.';
+comment on column public.user_subscriptions.tier_rank is
+'The rank of the tier, set from public.tiers on every write and kept in step by the foreign key '
+'(on update cascade): the tier lookup needs no join.';
+comment on column public.user_subscriptions.entitled_until is
+'Until when this subscription entitles its tier (null: it does not), computed on every write '
+'from status, periods, cancel_at_period_end and the grace period '
+'(paycore.subscription_entitled_until), and again for every row when the grace period setting '
+'changes. get_user_app_tier compares it with paycore.clock().';
 comment on column public.user_subscriptions.stripe_event_created_at is
 'Creation time of the Stripe event this row was last written from: an older event never '
 'overwrites a newer state.';

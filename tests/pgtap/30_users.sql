@@ -2,7 +2,7 @@
 -- the tier a user has in an app (every Stripe status), the monthly usage check, release,
 -- get_usage, and who sees what.
 begin;
-select plan(152);
+select plan(156);
 
 create function pg_temp.pick(p_value jsonb, p_keys text[])
 returns jsonb
@@ -28,7 +28,8 @@ select columns_are('public', 'user_subscriptions', array[
     'id', 'user_id', 'app_id', 'tier_id', 'package_id', 'stripe_session_id', 'stripe_customer_id',
     'stripe_subscription_id', 'stripe_price_id', 'status', 'payment_status', 'amount_total', 'currency',
     'metadata', 'activated_at', 'current_period_start', 'current_period_end', 'trial_end',
-    'cancel_at_period_end', 'canceled_at', 'stripe_event_created_at', 'created_at', 'updated_at'
+    'cancel_at_period_end', 'canceled_at', 'stripe_event_created_at', 'tier_rank', 'entitled_until',
+    'created_at', 'updated_at'
 ]);
 select col_is_unique('public', 'user_subscriptions', array['stripe_subscription_id']);
 select col_is_unique('public', 'user_subscriptions', array['stripe_session_id']);
@@ -284,7 +285,16 @@ select is(pg_temp.tier_of('past_due', false, '-2 days', '28 days'), 'free',
     'the grace period is configuration: at 1 day, past_due since 2 days is free');
 select is(pg_temp.tier_of('past_due', false, '-23 hours', '29 days'), 'premium',
     '... and past_due since 23 hours still premium');
+select tests.create_user('grace@example.test') as g \gset
+insert into public.user_subscriptions (user_id, app_id, tier_id, status, current_period_start, current_period_end)
+values (:'g', 'cv', 'premium', 'past_due', '2026-06-14 00:00:00+00', '2026-07-14 00:00:00+00');
+select is(get_user_app_tier(:'g', 'cv'), 'free', 'a 1-day grace: past_due since 36 hours is free');
 update paycore.settings set value = '"3 days"' where key = 'subscription_grace_period';
+select is(get_user_app_tier(:'g', 'cv'), 'premium', 'changing the grace period applies to existing subscriptions');
+select throws_ok(
+    format($$insert into public.user_subscriptions (user_id, app_id, tier_id, status)
+             values (%L, 'cv', 'gold', 'active')$$, :'g'),
+    '23503', null, 'a subscription names a tier of its app');
 select is(pg_temp.tier_of('active', false, null, null), 'free',
     'an active subscription without a known period entitles nothing (the Stripe module sets it)');
 select is(pg_temp.tier_of('past_due', false, null, null), 'free', '... nor a past_due one');
@@ -318,6 +328,9 @@ values
 (:'m', 'cv', 'pro', 'active', 'sub_m2', '2026-06-10', '2026-07-10'),
 (:'m', 'letters', 'premium', 'active', 'sub_m3', '2026-06-01', '2026-07-01');
 select is(get_user_app_tier(:'m', 'cv'), 'pro', 'two entitling subscriptions: the higher rank wins');
+update public.tiers set rank = 5 where app_id = 'cv' and id = 'pro';
+select is((select tier_rank from public.user_subscriptions where stripe_subscription_id = 'sub_m2'), 5,
+    'a subscription follows a change of its tier''s rank');
 update public.user_subscriptions set status = 'canceled' where stripe_subscription_id = 'sub_m2';
 select is(get_user_app_tier(:'m', 'cv'), 'premium', '... and the other one when it ends');
 select is(get_user_app_tier(:'m', 'rise'), 'free', 'subscriptions to other apps do not count');

@@ -52,6 +52,12 @@ begin
     begin perform public.check_usage_limit(v_user, 'cv_generations', 1, 'shadow'); exception when others then v_hits := v_hits || 'check_usage_limit'::pg_catalog.text; end;
     begin perform public.release_usage(v_user, 'cv_generations', 1, 'shadow-release'); exception when others then v_hits := v_hits || 'release_usage'::pg_catalog.text; end;
     begin perform public.get_usage('cv', v_user); exception when others then v_hits := v_hits || 'get_usage'::pg_catalog.text; end;
+    begin select r.id into v_gen from public.create_reading('natal', 'text', '{}', v_user) as r;
+    exception when others then v_hits := v_hits || 'create_reading'::pg_catalog.text; end;
+    begin perform public.add_reading_version(v_gen, 'text 2'); exception when others then v_hits := v_hits || 'add_reading_version'::pg_catalog.text; end;
+    begin perform public.get_reading(v_gen); exception when others then v_hits := v_hits || 'get_reading'::pg_catalog.text; end;
+    begin perform public.save_matching(tests.create_user(null), 'synastry', '{"a": 1}', '{}', v_user);
+    exception when others then v_hits := v_hits || 'save_matching'::pg_catalog.text; end;
     perform set_config('request.jwt.claims',
         json_build_object('sub', v_user, 'role', 'authenticated')::pg_catalog.text, true);
     perform set_config('role', 'authenticated', true);
@@ -118,7 +124,15 @@ select set_eq(
         ('check_usage_limit(uuid,text,integer,text)', 'service_role'),
         ('release_usage(uuid,text,integer,text)', 'service_role'),
         ('get_usage(text,uuid)', 'authenticated'),
-        ('get_usage(text,uuid)', 'service_role')
+        ('get_usage(text,uuid)', 'service_role'),
+        ('create_reading(text,text,jsonb,uuid)', 'authenticated'),
+        ('create_reading(text,text,jsonb,uuid)', 'service_role'),
+        ('add_reading_version(uuid,text)', 'authenticated'),
+        ('add_reading_version(uuid,text)', 'service_role'),
+        ('get_reading(uuid)', 'authenticated'),
+        ('get_reading(uuid)', 'service_role'),
+        ('save_matching(uuid,text,jsonb,jsonb,uuid)', 'authenticated'),
+        ('save_matching(uuid,text,jsonb,jsonb,uuid)', 'service_role')
     $$,
     'EXECUTE on public and paycore functions is exactly the declared matrix'
 );
@@ -252,6 +266,11 @@ insert into public.payment_history (stripe_invoice_id, user_id, amount, status, 
 values ('in_guard_a', :'a', 900, 'succeeded', now()), ('in_guard_b', :'b', 900, 'succeeded', now());
 select from check_usage_limit(:'a', 'cv_generations');
 select from check_usage_limit(:'b', 'cv_generations');
+select tests.create_user('guard-c@example.test') as c \gset
+select from create_reading('natal', 'A''s reading', '{}', :'a');
+select from create_reading('natal', 'B''s reading', '{}', :'b');
+select from save_matching(:'c', 'synastry', '{"score": 1}', '{}', :'a');
+select from save_matching(:'c', 'synastry', '{"score": 2}', '{}', :'b');
 select tests.authenticate_as(:'b');
 select from track_event('guards', 'seeded');
 select from update_profile('B');
@@ -264,11 +283,13 @@ language plpgsql
 as $$
 declare
     v_table regclass;
-    v_column name;
+    v_columns text;
     v_count bigint;
 begin
-    for v_table, v_column in
-        select c.oid::regclass, a.attname
+    -- A row is the user's when any of its user columns (user_id, actor_id, or any uuid column
+    -- with a foreign key to auth.users: a pair table has two) names the user.
+    for v_table, v_columns in
+        select c.oid::regclass, string_agg(quote_ident(a.attname), ', ' order by a.attnum)
         from pg_class as c
         join pg_attribute as a on a.attrelid = c.oid and not a.attisdropped
         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
@@ -278,8 +299,9 @@ begin
               where k.conrelid = c.oid and k.contype = 'f' and k.confrelid = 'auth.users'::regclass
                 and k.conkey = array[a.attnum]))
           and has_table_privilege(c.oid, 'SELECT')
+        group by c.oid
     loop
-        execute format('select count(*) from %s where %I is distinct from $1', v_table, v_column)
+        execute format('select count(*) from %s where not coalesce($1 = any(array[%s]), false)', v_table, v_columns)
         into v_count using p_me;
         if v_count > 0 then
             return next format('%s: %s rows of other users', v_table, v_count);
@@ -291,9 +313,9 @@ select is_empty(format('select * from pg_temp.rows_of_others(%L)', :'a'),
     'a signed-in user sees no row of another user in any public table');
 select tests.reset_role();
 select cmp_ok(
-    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 8,
+    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 11,
     '... while those rows exist (credits, ledger, generations, events, profiles, subscriptions, '
-    'payments, usage)'
+    'payments, usage, readings, versions, matchings)'
 );
 
 select * from finish();

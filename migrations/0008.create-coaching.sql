@@ -1,0 +1,382 @@
+-- depends: 0007.create-users
+-- create-coaching: schema/40_coaching.sql, functions/40_coaching.sql, policies/40_coaching.sql
+
+-- Fail fast instead of queueing behind live traffic (storage.objects is busy on Supabase).
+set local lock_timeout = '10s';
+set local statement_timeout = '5min';
+
+-- coaching data: readings with their numbered versions, and partner matchings that both
+-- users of a pair read.
+
+create table public.coach_readings (
+    id uuid not null default gen_random_uuid(),
+    user_id uuid not null,
+    reading_type text not null,
+    status text not null default 'active',
+    current_version integer not null default 1,
+    metadata jsonb not null default '{}',
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    constraint coach_readings_pkey primary key (id),
+    constraint coach_readings_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade,
+    constraint reading_type_is_a_slug check (reading_type ~ '^[a-z0-9][a-z0-9_.-]{0,99}$'),
+    constraint status_is_known check (status in ('active', 'archived')),
+    constraint current_version_is_positive check (current_version >= 1),
+    constraint metadata_is_an_object check (jsonb_typeof(metadata) = 'object')
+);
+create index coach_readings_user_id_created_at_idx on public.coach_readings (user_id, created_at desc);
+comment on table public.coach_readings is
+'A coaching reading of one user; its text lives in reading_versions, numbered 1..current_version '
+'with no gap. Read by its user only; written by create_reading and add_reading_version.';
+comment on column public.coach_readings.reading_type is
+'What kind of reading it is (a slug: lowercase letters, digits, _ . -; up to 100 characters).';
+comment on column public.coach_readings.status is 'active or archived.';
+comment on column public.coach_readings.current_version is
+'The number of the latest version: versions are 1..current_version.';
+comment on column public.coach_readings.metadata is 'JSON object of context, at most 8 kB.';
+
+create table public.reading_versions (
+    id uuid not null default gen_random_uuid(),
+    reading_id uuid not null,
+    user_id uuid not null,
+    version_number integer not null,
+    content text not null,
+    created_at timestamptz not null default now(),
+    constraint reading_versions_pkey primary key (id),
+    constraint reading_versions_reading_id_version_number_key unique (reading_id, version_number),
+    constraint reading_versions_reading_id_fkey foreign key (reading_id)
+    references public.coach_readings (id) on delete cascade,
+    constraint reading_versions_user_id_fkey foreign key (user_id) references auth.users (id) on delete cascade,
+    constraint version_number_is_positive check (version_number >= 1),
+    constraint content_is_at_most_100000_characters check (length(content) <= 100000)
+);
+comment on table public.reading_versions is
+'The versions of a reading, append-only: (reading_id, version_number) is unique and numbers run '
+'1..n without a gap. user_id is the reading''s user (for RLS).';
+comment on column public.reading_versions.version_number is 'Version number: 1 for the first.';
+comment on column public.reading_versions.content is 'The reading''s text, 1 to 100000 characters.';
+
+create table public.partner_matchings (
+    id uuid not null default gen_random_uuid(),
+    user_id_1 uuid not null,
+    user_id_2 uuid not null,
+    matching_type text not null,
+    result jsonb not null default '{}',
+    status text not null default 'completed',
+    metadata jsonb not null default '{}',
+    created_by uuid,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    constraint partner_matchings_pkey primary key (id),
+    constraint partner_matchings_pair_type_key unique (user_id_1, user_id_2, matching_type),
+    constraint partner_matchings_user_id_1_fkey foreign key (user_id_1)
+    references auth.users (id) on delete cascade,
+    constraint partner_matchings_user_id_2_fkey foreign key (user_id_2)
+    references auth.users (id) on delete cascade,
+    constraint partner_matchings_created_by_fkey foreign key (created_by)
+    references auth.users (id) on delete set null,
+    constraint pair_is_ordered check (user_id_1 < user_id_2),
+    constraint matching_type_is_a_slug check (matching_type ~ '^[a-z0-9][a-z0-9_.-]{0,99}$'),
+    constraint status_is_known check (status in ('completed', 'archived')),
+    constraint result_is_an_object check (jsonb_typeof(result) = 'object'),
+    constraint metadata_is_an_object check (jsonb_typeof(metadata) = 'object')
+);
+create index partner_matchings_user_id_2_idx on public.partner_matchings (user_id_2);
+comment on table public.partner_matchings is
+'The matching of two users, one row per pair and matching_type: the pair is stored in one order '
+'(user_id_1 < user_id_2), so A with B and B with A are the same row. Read by both users; '
+'written by save_matching (the latest result wins).';
+comment on column public.partner_matchings.user_id_1 is 'The smaller user id of the pair.';
+comment on column public.partner_matchings.user_id_2 is 'The larger user id of the pair.';
+comment on column public.partner_matchings.matching_type is
+'What kind of matching (a slug, up to 100 characters).';
+comment on column public.partner_matchings.result is 'The matching''s result: a JSON object, at most 64 kB.';
+comment on column public.partner_matchings.status is 'completed or archived.';
+comment on column public.partner_matchings.created_by is
+'Who saved the latest result (one of the pair; null when the service did).';
+
+insert into paycore.reserved_event_namespaces (namespace, description)
+values
+('reading', 'coaching readings: created, versioned'),
+('matching', 'partner matchings: saved');
+
+-- coaching data: create a reading, add versions (1..n, no gap, under any concurrency), read
+-- a reading with its versions, save the matching of a pair.
+
+create trigger coach_readings_set_updated_at
+before update on public.coach_readings
+for each row execute function paycore.tg__set_updated_at();
+create trigger partner_matchings_set_updated_at
+before update on public.partner_matchings
+for each row execute function paycore.tg__set_updated_at();
+
+create function paycore.tg_reading_versions__append_only()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- Versions leave only with their reading or its user: a cascade, seen as a row whose
+    -- reading or user no longer exists.
+    if tg_op = 'DELETE' and (
+        not exists (select 1 from public.coach_readings as r where r.id = old.reading_id)
+        or not exists (select 1 from auth.users as u where u.id = old.user_id)
+    ) then
+        return old;
+    end if;
+    raise exception '% on public.reading_versions refused: versions are append-only', tg_op
+    using errcode = 'PT403', hint = 'forbidden';
+end;
+$$;
+comment on function paycore.tg_reading_versions__append_only() is
+'Refuses UPDATE, DELETE and TRUNCATE of reading_versions, except the delete cascaded from '
+'deleting the reading or its user.';
+
+create trigger reading_versions_append_only
+before update or delete on public.reading_versions
+for each row execute function paycore.tg_reading_versions__append_only();
+create trigger reading_versions_no_truncate
+before truncate on public.reading_versions
+for each statement execute function paycore.tg_reading_versions__append_only();
+
+create function paycore.check_reading_content(p_content text)
+returns void
+language plpgsql immutable
+as $$
+begin
+    if p_content is null or paycore.is_blank(p_content) or length(p_content) > 100000 then
+        raise exception 'p_content must be 1 to 100000 characters, not only white space'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+end;
+$$;
+comment on function paycore.check_reading_content(text) is
+'Raises PT400 invalid_argument unless p_content is 1 to 100000 characters, not all white space. '
+'Internal.';
+
+create function public.create_reading(
+    p_reading_type text,
+    p_content text,
+    p_metadata jsonb default '{}',
+    p_user_id uuid default null
+)
+returns public.coach_readings
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid := paycore.resolve_user_id(p_user_id);
+    v_reading public.coach_readings;
+begin
+    if p_reading_type is null or p_reading_type !~ '^[a-z0-9][a-z0-9_.-]{0,99}$' then
+        raise exception 'p_reading_type must be a slug: lowercase letters, digits, _ . -, up to 100 characters'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    perform paycore.check_reading_content(p_content);
+    perform paycore.check_json_object('p_metadata', p_metadata, 8192);
+    if not exists (select 1 from auth.users as u where u.id = v_uid) then
+        raise exception 'user % does not exist', v_uid
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+
+    insert into public.coach_readings (user_id, reading_type, metadata)
+    values (v_uid, p_reading_type, p_metadata)
+    returning * into v_reading;
+    insert into public.reading_versions (reading_id, user_id, version_number, content)
+    values (v_reading.id, v_uid, 1, p_content);
+    perform paycore.log_event(
+        'reading.created', v_uid, 'reading', v_reading.id::text, null,
+        jsonb_build_object('reading_type', p_reading_type)
+    );
+    return v_reading;
+end;
+$$;
+comment on function public.create_reading(text, text, jsonb, uuid) is
+'Creates a reading of the caller with its version 1 and returns it. authenticated (itself: '
+'p_user_id null or omitted) and service_role (p_user_id required). p_reading_type a slug, '
+'p_content 1 to 100000 characters, p_metadata a JSON object of at most 8 kB.';
+
+create function public.add_reading_version(p_reading_id uuid, p_content text)
+returns public.reading_versions
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid;
+    v_reading public.coach_readings;
+    v_version public.reading_versions;
+begin
+    -- A signed-in user reaches its own readings only (v_uid); trusted roles any (v_uid null).
+    if paycore.caller_role() = 'authenticated' then
+        v_uid := paycore.resolve_user_id(null);
+    elsif not paycore.caller_is_trusted() then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
+    perform paycore.check_reading_content(p_content);
+    -- The reading's row lock serialises its writers: each takes the next number, so versions
+    -- stay 1..n with no gap or duplicate however many add at once.
+    select r.* into v_reading
+    from public.coach_readings as r
+    where r.id = p_reading_id and (v_uid is null or r.user_id = v_uid)
+    for update;
+    if not found then
+        raise exception 'reading % does not exist', p_reading_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+
+    update public.coach_readings as r
+    set current_version = r.current_version + 1
+    where r.id = p_reading_id
+    returning * into v_reading;
+    insert into public.reading_versions (reading_id, user_id, version_number, content)
+    values (p_reading_id, v_reading.user_id, v_reading.current_version, p_content)
+    returning * into v_version;
+    perform paycore.log_event(
+        'reading.versioned', v_reading.user_id, 'reading', p_reading_id::text, null,
+        jsonb_build_object('version_number', v_version.version_number)
+    );
+    return v_version;
+end;
+$$;
+comment on function public.add_reading_version(uuid, text) is
+'Adds the next version of a reading (current_version + 1, bumped in the same transaction) and '
+'returns it. The reading''s user (authenticated) or service_role; another user''s reading is '
+'PT404 as if it did not exist. p_content 1 to 100000 characters.';
+
+create function public.get_reading(p_reading_id uuid)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid;
+    v_reading public.coach_readings;
+begin
+    if paycore.caller_role() = 'authenticated' then
+        v_uid := paycore.resolve_user_id(null);
+    elsif not paycore.caller_is_trusted() then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
+    select r.* into v_reading
+    from public.coach_readings as r
+    where r.id = p_reading_id and (v_uid is null or r.user_id = v_uid);
+    if not found then
+        raise exception 'reading % does not exist', p_reading_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    return to_jsonb(v_reading) || jsonb_build_object(
+        'versions', coalesce((
+            select jsonb_agg(
+                jsonb_build_object(
+                    'id', v.id, 'version_number', v.version_number, 'content', v.content,
+                    'created_at', v.created_at
+                )
+                order by v.version_number
+            )
+            from public.reading_versions as v
+            where v.reading_id = p_reading_id
+        ), '[]'::jsonb)
+    );
+end;
+$$;
+comment on function public.get_reading(uuid) is
+'The reading with its versions: the columns of coach_readings and versions, an array of '
+'{id, version_number, content, created_at} in version order. The reading''s user '
+'(authenticated) or service_role; another user''s reading is PT404.';
+
+create function public.save_matching(
+    p_other_user uuid,
+    p_matching_type text,
+    p_result jsonb,
+    p_metadata jsonb default '{}',
+    p_user_id uuid default null
+)
+returns public.partner_matchings
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_uid uuid := paycore.resolve_user_id(p_user_id);
+    v_matching public.partner_matchings;
+begin
+    if p_other_user is null or p_other_user = v_uid then
+        raise exception 'p_other_user must be another user'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_matching_type is null or p_matching_type !~ '^[a-z0-9][a-z0-9_.-]{0,99}$' then
+        raise exception 'p_matching_type must be a slug: lowercase letters, digits, _ . -, up to 100 characters'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    perform paycore.check_json_object('p_result', p_result, 65536);
+    perform paycore.check_json_object('p_metadata', p_metadata, 8192);
+    if (select count(*) from auth.users as u where u.id in (v_uid, p_other_user)) < 2 then
+        raise exception 'user % does not exist', p_other_user
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+
+    -- One row per pair and type, the pair in one order: A with B and B with A, saved at the
+    -- same instant, meet on the unique key and the later write wins.
+    insert into public.partner_matchings as m (
+        user_id_1, user_id_2, matching_type, result, metadata, created_by
+    )
+    values (
+        least(v_uid, p_other_user), greatest(v_uid, p_other_user), p_matching_type, p_result, p_metadata,
+        case when paycore.caller_role() = 'authenticated' then v_uid end
+    )
+    on conflict (user_id_1, user_id_2, matching_type) do update
+    set
+        result = excluded.result, metadata = excluded.metadata, created_by = excluded.created_by,
+        status = 'completed'
+    returning * into v_matching;
+    perform paycore.log_event(
+        'matching.saved', v_uid, 'matching', v_matching.id::text, null,
+        jsonb_build_object('matching_type', p_matching_type)
+    );
+    return v_matching;
+end;
+$$;
+comment on function public.save_matching(uuid, text, jsonb, jsonb, uuid) is
+'Saves the matching of the caller with p_other_user for p_matching_type and returns it: one row '
+'per pair and type whatever the order of the two users (the latest result wins). Both users '
+'read it. authenticated (itself) and service_role (p_user_id required). p_result a JSON object '
+'of at most 64 kB, p_metadata at most 8 kB; the other user must exist (PT404) and differ (PT400).';
+
+-- coaching data: a reading and its versions are its user's; a matching is both users'.
+
+alter table public.coach_readings enable row level security;
+revoke all on table public.coach_readings from public, anon, authenticated, service_role;
+grant select on table public.coach_readings to authenticated, service_role;
+create policy coach_readings_select_own on public.coach_readings
+for select to authenticated
+using (user_id = (select auth.uid()));
+
+alter table public.reading_versions enable row level security;
+revoke all on table public.reading_versions from public, anon, authenticated, service_role;
+grant select on table public.reading_versions to authenticated, service_role;
+create policy reading_versions_select_own on public.reading_versions
+for select to authenticated
+using (user_id = (select auth.uid()));
+
+alter table public.partner_matchings enable row level security;
+revoke all on table public.partner_matchings from public, anon, authenticated, service_role;
+grant select on table public.partner_matchings to authenticated, service_role;
+create policy partner_matchings_select_pair on public.partner_matchings
+for select to authenticated
+using ((select auth.uid()) in (user_id_1, user_id_2));
+
+revoke all on function paycore.tg_reading_versions__append_only() from public;
+revoke all on function paycore.check_reading_content(text) from public;
+
+revoke all on function public.create_reading(text, text, jsonb, uuid) from public, anon, authenticated, service_role;
+grant execute on function public.create_reading(text, text, jsonb, uuid) to authenticated, service_role;
+
+revoke all on function public.add_reading_version(uuid, text) from public, anon, authenticated, service_role;
+grant execute on function public.add_reading_version(uuid, text) to authenticated, service_role;
+
+revoke all on function public.get_reading(uuid) from public, anon, authenticated, service_role;
+grant execute on function public.get_reading(uuid) to authenticated, service_role;
+
+revoke all on function public.save_matching(uuid, text, jsonb, jsonb, uuid)
+from public, anon, authenticated, service_role;
+grant execute on function public.save_matching(uuid, text, jsonb, jsonb, uuid) to authenticated, service_role;

@@ -22,6 +22,9 @@ create table public.events (
 );
 create index events_actor_id_created_at_idx on public.events (actor_id, created_at);
 create index events_type_created_at_idx on public.events (type, created_at);
+-- The window scans of get_ecosystem_stats and purge_events (migration 0010, built
+-- concurrently): by time, with the columns the statistics read.
+create index events_created_at_app_id_type_actor_id_idx on public.events (created_at, app_id, type, actor_id);
 
 comment on table public.events is
 'Append-only log of what happened: one row per write that matters. A dedup_key is applied once.';

@@ -58,6 +58,9 @@ begin
     begin perform public.get_reading(v_gen); exception when others then v_hits := v_hits || 'get_reading'::pg_catalog.text; end;
     begin perform public.save_matching(tests.create_user(null), 'synastry', '{"a": 1}', '{}', v_user);
     exception when others then v_hits := v_hits || 'save_matching'::pg_catalog.text; end;
+    begin perform public.record_nudge(v_user, 'cv', 'cv.shadow', 'email', '{}');
+    exception when others then v_hits := v_hits || 'record_nudge'::pg_catalog.text; end;
+    begin perform public.get_ecosystem_stats(7); exception when others then v_hits := v_hits || 'get_ecosystem_stats'::pg_catalog.text; end;
     perform set_config('request.jwt.claims',
         json_build_object('sub', v_user, 'role', 'authenticated')::pg_catalog.text, true);
     perform set_config('role', 'authenticated', true);
@@ -132,7 +135,9 @@ select set_eq(
         ('get_reading(uuid)', 'authenticated'),
         ('get_reading(uuid)', 'service_role'),
         ('save_matching(uuid,text,jsonb,jsonb,uuid)', 'authenticated'),
-        ('save_matching(uuid,text,jsonb,jsonb,uuid)', 'service_role')
+        ('save_matching(uuid,text,jsonb,jsonb,uuid)', 'service_role'),
+        ('record_nudge(uuid,text,text,text,jsonb)', 'service_role'),
+        ('get_ecosystem_stats(integer)', 'service_role')
     $$,
     'EXECUTE on public and paycore functions is exactly the declared matrix'
 );
@@ -271,6 +276,8 @@ select from create_reading('natal', 'A''s reading', '{}', :'a');
 select from create_reading('natal', 'B''s reading', '{}', :'b');
 select from save_matching(:'c', 'synastry', '{"score": 1}', '{}', :'a');
 select from save_matching(:'c', 'synastry', '{"score": 2}', '{}', :'b');
+select from record_nudge(:'a', 'cv', 'cv.guard', 'email');
+select from record_nudge(:'b', 'cv', 'cv.guard', 'email');
 select tests.authenticate_as(:'b');
 select from track_event('guards', 'seeded');
 select from update_profile('B');
@@ -313,9 +320,9 @@ select is_empty(format('select * from pg_temp.rows_of_others(%L)', :'a'),
     'a signed-in user sees no row of another user in any public table');
 select tests.reset_role();
 select cmp_ok(
-    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 11,
+    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 12,
     '... while those rows exist (credits, ledger, generations, events, profiles, subscriptions, '
-    'payments, usage, readings, versions, matchings)'
+    'payments, usage, readings, versions, matchings, nudges)'
 );
 
 select * from finish();

@@ -134,6 +134,10 @@ begin
     end if;
     if p_metadata is not null then
         perform paycore.check_json_object('p_metadata', p_metadata, 8192);
+        if p_metadata ? 'service' then
+            raise exception 'p_metadata must not contain the key service: only the service sets it'
+            using errcode = 'PT400', hint = 'invalid_argument';
+        end if;
     end if;
 
     -- A user whose profile is missing (deleted by hand) gets it back.
@@ -147,6 +151,10 @@ begin
     end if;
     if p_avatar_url is not null and v_profile.avatar_url is distinct from nullif(p_avatar_url, '') then
         v_changed := v_changed || 'avatar_url'::text;
+    end if;
+    -- The service's part of the metadata (key service) stays whatever the user sends.
+    if p_metadata is not null and v_profile.metadata ? 'service' then
+        p_metadata := p_metadata || jsonb_build_object('service', v_profile.metadata -> 'service');
     end if;
     if p_metadata is not null and v_profile.metadata is distinct from p_metadata then
         v_changed := v_changed || 'metadata'::text;
@@ -172,9 +180,52 @@ $$;
 comment on function public.update_profile(text, text, jsonb) is
 'Updates the caller''s profile and returns it: null keeps a field, '''' clears full_name or '
 'avatar_url (http(s) URL, up to 2048 characters); p_metadata (a JSON object, at most 8 kB) '
-'replaces the stored one. full_name up to 200 characters without control characters. A '
+'replaces the stored one, except its key service, which only the service sets '
+'(set_profile_service_metadata; a p_metadata with that key is PT400). full_name up to 200 '
+'characters without control characters. A '
 'change logs profile.updated (the names of the changed fields). '
 'authenticated only.';
+
+create function public.set_profile_service_metadata(p_user_id uuid, p_service jsonb)
+returns public.profiles
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_profile public.profiles;
+begin
+    if not paycore.caller_is_trusted() then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
+    if p_user_id is null then
+        raise exception 'p_user_id is required'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_service is not null then
+        perform paycore.check_json_object('p_service', p_service, 8192);
+    end if;
+    update public.profiles as p
+    set metadata = case
+        when p_service is null then p.metadata - 'service'
+        else p.metadata || jsonb_build_object('service', p_service)
+    end
+    where p.id = p_user_id
+    returning p.* into v_profile;
+    if not found then
+        raise exception 'profile % does not exist', p_user_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
+    perform paycore.log_event(
+        'profile.service_metadata_set', p_user_id, 'profile', null, null, '{}'::jsonb
+    );
+    return v_profile;
+end;
+$$;
+comment on function public.set_profile_service_metadata(uuid, jsonb) is
+'Sets the service''s part of a profile''s metadata (the key service: a JSON object of at most '
+'8 kB; null removes it), which the user sees but cannot change with update_profile. '
+'service_role only.';
 
 create function paycore.subscription_entitled_until(
     p_status text,

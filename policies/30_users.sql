@@ -85,6 +85,10 @@ revoke all on function paycore.usage_result(
 revoke all on function public.update_profile(text, text, jsonb) from public, anon, authenticated, service_role;
 grant execute on function public.update_profile(text, text, jsonb) to authenticated;
 
+revoke all on function public.set_profile_service_metadata(uuid, jsonb)
+from public, anon, authenticated, service_role;
+grant execute on function public.set_profile_service_metadata(uuid, jsonb) to service_role;
+
 revoke all on function public.get_user_app_tier(uuid, text) from public, anon, authenticated, service_role;
 grant execute on function public.get_user_app_tier(uuid, text) to authenticated, service_role;
 

@@ -2,7 +2,7 @@
 -- the tier a user has in an app (every Stripe status), the monthly usage check, release,
 -- get_usage, and who sees what.
 begin;
-select plan(156);
+select plan(163);
 
 create function pg_temp.pick(p_value jsonb, p_keys text[])
 returns jsonb
@@ -176,6 +176,24 @@ select is_empty(format($$select 1 from public.events where type = 'profile.updat
     and subject_id is not null$$, :'a'), '... and no user id outside actor_id (erased with the user)');
 select is_empty($$select 1 from public.profiles where id <> auth.uid()$$,
     'a user reads only its own profile');
+-- The key service of the metadata is the service's.
+select tests.throws_hint($$select update_profile(p_metadata => '{"service": {"plan": "pro"}}')$$, 'PT400',
+    'invalid_argument', 'a user cannot write the metadata key service');
+select tests.authenticate_as_service_role();
+select is((set_profile_service_metadata(:'a', '{"plan": "pro"}')).metadata,
+    '{"lang": "fr", "service": {"plan": "pro"}}', 'the service sets its part of the metadata');
+select tests.throws_hint(format($$select set_profile_service_metadata(%L, '{}')$$, gen_random_uuid()), 'PT404',
+    'not_found', 'an unknown profile is PT404');
+select tests.throws_hint(format($$select set_profile_service_metadata(%L, '[]')$$, :'a'), 'PT400',
+    'invalid_argument', 'service metadata that is not an object is PT400');
+select tests.authenticate_as(:'a');
+select is((update_profile(p_metadata => '{"lang": "de"}')).metadata, '{"lang": "de", "service": {"plan": "pro"}}',
+    'a user replacing its metadata keeps the service''s part');
+select throws_ok(format($$select set_profile_service_metadata(%L, '{"plan": "free"}')$$, :'a'), '42501', null,
+    'a user may not call set_profile_service_metadata');
+select tests.authenticate_as_service_role();
+select is((set_profile_service_metadata(:'a', null)).metadata, '{"lang": "de"}', 'null removes the service''s part');
+select tests.authenticate_as(:'a');
 select tests.authenticate_as_service_role();
 select throws_ok($$select update_profile('X')$$, '42501', null, 'service_role may not call update_profile');
 select tests.reset_role();

@@ -52,6 +52,7 @@ begin
     begin perform public.check_usage_limit(v_user, 'cv_generations', 1, 'shadow'); exception when others then v_hits := v_hits || 'check_usage_limit'::pg_catalog.text; end;
     begin perform public.release_usage(v_user, 'cv_generations', 1, 'shadow-release'); exception when others then v_hits := v_hits || 'release_usage'::pg_catalog.text; end;
     begin perform public.get_usage('cv', v_user); exception when others then v_hits := v_hits || 'get_usage'::pg_catalog.text; end;
+    begin perform public.set_profile_service_metadata(v_user, '{"plan": "x"}'); exception when others then v_hits := v_hits || 'set_profile_service_metadata'::pg_catalog.text; end;
     begin select r.id into v_gen from public.create_reading('natal', 'text', '{}', v_user) as r;
     exception when others then v_hits := v_hits || 'create_reading'::pg_catalog.text; end;
     begin perform public.add_reading_version(v_gen, 'text 2'); exception when others then v_hits := v_hits || 'add_reading_version'::pg_catalog.text; end;
@@ -121,6 +122,7 @@ select set_eq(
         ('start_generation(uuid,text,text,text,bigint,jsonb,text)', 'service_role'),
         ('track_event(text,text,jsonb,text)', 'authenticated'),
         ('update_profile(text,text,jsonb)', 'authenticated'),
+        ('set_profile_service_metadata(uuid,jsonb)', 'service_role'),
         ('get_user_app_tier(uuid,text)', 'authenticated'),
         ('get_user_app_tier(uuid,text)', 'service_role'),
         ('check_usage_limit(uuid,text,integer,text)', 'authenticated'),

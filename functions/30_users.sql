@@ -205,6 +205,10 @@ begin
     if p_service is not null then
         perform paycore.check_json_object('p_service', p_service, 8192);
     end if;
+    -- A user whose profile is missing (deleted by hand) gets it back.
+    insert into public.profiles (id, email)
+    select u.id, u.email from auth.users as u where u.id = p_user_id
+    on conflict (id) do nothing;
     update public.profiles as p
     set metadata = case
         when p_service is null then p.metadata - 'service'
@@ -213,7 +217,7 @@ begin
     where p.id = p_user_id
     returning p.* into v_profile;
     if not found then
-        raise exception 'profile % does not exist', p_user_id
+        raise exception 'user % does not exist', p_user_id
         using errcode = 'PT404', hint = 'not_found';
     end if;
     perform paycore.log_event(

@@ -208,6 +208,10 @@ begin
     end if;
     perform paycore.check_json_object('p_result', p_result, 65536);
     perform paycore.check_json_object('p_metadata', p_metadata, 8192);
+    if paycore.caller_role() = 'authenticated' and p_metadata ? 'service' then
+        raise exception 'p_metadata must not contain the key service: only the service sets it'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if (select count(*) from auth.users as u where u.id in (v_uid, p_other_user)) < 2 then
         raise exception 'user % does not exist', p_other_user
         using errcode = 'PT404', hint = 'not_found';
@@ -226,7 +230,13 @@ begin
     set
         result = excluded.result, metadata = excluded.metadata, created_by = excluded.created_by,
         status = 'completed'
+    -- A matching the service wrote (created_by null) is the service's to change.
+    where m.created_by is not null or excluded.created_by is null
     returning * into v_matching;
+    if not found then
+        raise exception 'the service saved this matching: only the service changes it'
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     perform paycore.log_event(
         'matching.saved', v_uid, 'matching', v_matching.id::text, null,
         jsonb_build_object('matching_type', p_matching_type)
@@ -236,6 +246,8 @@ end;
 $$;
 comment on function public.save_matching(uuid, text, jsonb, jsonb, uuid) is
 'Saves the matching of the caller with p_other_user for p_matching_type and returns it: one row '
-'per pair and type whatever the order of the two users (the latest result wins). Both users '
-'read it. authenticated (itself) and service_role (p_user_id required). p_result a JSON object '
-'of at most 64 kB, p_metadata at most 8 kB; the other user must exist (PT404) and differ (PT400).';
+'per pair and type whatever the order of the two users (the latest result wins; a matching the '
+'service saved only the service changes: PT403). Both users read it. authenticated (itself) '
+'and service_role (p_user_id required). p_result a JSON object of at most 64 kB, p_metadata at '
+'most 8 kB (its key service is the service''s); the other user must exist (PT404) and differ '
+'(PT400).';

@@ -228,7 +228,8 @@ begin
         get diagnostics v_batch = row_count;
         v_deleted := v_deleted + v_batch;
         v_batches := v_batches + 1;
-        exit when v_batch < p_batch_size or v_batches = p_max_batches;
+        -- A short batch may only mean rows locked by others (skip locked): stop on none.
+        exit when v_batch = 0 or v_batches = p_max_batches;
     end loop;
     return v_deleted;
 end;
@@ -237,8 +238,8 @@ comment on function paycore.purge_events(interval, integer, integer) is
 'Retention: deletes the events created before paycore.clock() - p_older_than (at least 1 day), '
 'p_batch_size rows per statement, at most p_max_batches statements (null: until none is left), '
 'and returns how many it deleted. Never touches the ledger or any other table. For a large '
-'backlog call it from a job with p_max_batches => 1 until it returns less than p_batch_size '
-'(each call its own transaction). The owner only (e.g. pg_cron).';
+'backlog call it from a job with p_max_batches => 1 until it returns 0 (each call its own '
+'transaction). The owner only (e.g. pg_cron).';
 
 -- analytics: a user reads the nudges it was sent; statistics and retention are the service's.
 

@@ -6,6 +6,12 @@
 set local lock_timeout = '10s';
 set local statement_timeout = '5min';
 
+-- Before this migration any user could store a key service with update_profile: such values
+-- are the user's, not the service's, and go (the service sets its own again).
+update public.profiles
+set metadata = metadata - 'service'
+where metadata ? 'service';
+
 create or replace function public.update_profile(
     p_full_name text default null,
     p_avatar_url text default null,
@@ -111,6 +117,10 @@ begin
     if p_service is not null then
         perform paycore.check_json_object('p_service', p_service, 8192);
     end if;
+    -- A user whose profile is missing (deleted by hand) gets it back.
+    insert into public.profiles (id, email)
+    select u.id, u.email from auth.users as u where u.id = p_user_id
+    on conflict (id) do nothing;
     update public.profiles as p
     set metadata = case
         when p_service is null then p.metadata - 'service'
@@ -119,7 +129,7 @@ begin
     where p.id = p_user_id
     returning p.* into v_profile;
     if not found then
-        raise exception 'profile % does not exist', p_user_id
+        raise exception 'user % does not exist', p_user_id
         using errcode = 'PT404', hint = 'not_found';
     end if;
     perform paycore.log_event(
@@ -132,7 +142,6 @@ comment on function public.set_profile_service_metadata(uuid, jsonb) is
 'Sets the service''s part of a profile''s metadata (the key service: a JSON object of at most '
 '8 kB; null removes it), which the user sees but cannot change with update_profile. '
 'service_role only.';
-
 
 revoke all on function public.set_profile_service_metadata(uuid, jsonb)
 from public, anon, authenticated, service_role;

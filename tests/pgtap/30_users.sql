@@ -2,7 +2,7 @@
 -- the tier a user has in an app (every Stripe status), the monthly usage check, release,
 -- get_usage, and who sees what.
 begin;
-select plan(163);
+select plan(164);
 
 create function pg_temp.pick(p_value jsonb, p_keys text[])
 returns jsonb
@@ -183,7 +183,12 @@ select tests.authenticate_as_service_role();
 select is((set_profile_service_metadata(:'a', '{"plan": "pro"}')).metadata,
     '{"lang": "fr", "service": {"plan": "pro"}}', 'the service sets its part of the metadata');
 select tests.throws_hint(format($$select set_profile_service_metadata(%L, '{}')$$, gen_random_uuid()), 'PT404',
-    'not_found', 'an unknown profile is PT404');
+    'not_found', 'an unknown user is PT404');
+select tests.reset_role();
+delete from public.profiles where id = :'b';
+select tests.authenticate_as_service_role();
+select is((set_profile_service_metadata(:'b', '{"plan": "pro"}')).metadata, '{"service": {"plan": "pro"}}',
+    'a missing profile is recreated for the service''s metadata');
 select tests.throws_hint(format($$select set_profile_service_metadata(%L, '[]')$$, :'a'), 'PT400',
     'invalid_argument', 'service metadata that is not an object is PT400');
 select tests.authenticate_as(:'a');

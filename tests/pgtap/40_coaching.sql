@@ -1,7 +1,7 @@
 -- coaching data: readings and their versions, get_reading, partner matchings, and who
 -- sees what.
 begin;
-select plan(45);
+select plan(49);
 
 select has_table('public', 'coach_readings', 'public.coach_readings exists');
 select columns_are('public', 'coach_readings', array[
@@ -126,6 +126,16 @@ select tests.throws_hint(format($$select save_matching(%L, 'synastry', '{}')$$, 
     'not_found', 'a matching with an unknown user is PT404');
 select tests.throws_hint(format($$select save_matching(%L, 'synastry', '[1]')$$, :'b'), 'PT400',
     'invalid_argument', 'a result that is not an object is PT400');
+select tests.throws_hint(format($$select save_matching(%L, 'synastry', '{}', '{"service": 1}')$$, :'b'), 'PT400',
+    'invalid_argument', 'a user cannot write the metadata key service');
+select tests.authenticate_as_service_role();
+select is((save_matching(:'b', 'computed', '{"score": 9}', '{"service": {"v": 2}}', :'a')).created_by, null,
+    'the service saves a matching (created_by null)');
+select tests.authenticate_as(:'a');
+select tests.throws_hint(format($$select save_matching(%L, 'computed', '{"score": 100}')$$, :'b'), 'PT403',
+    'forbidden', 'a user cannot overwrite a matching the service saved');
+select is((select result from public.partner_matchings where matching_type = 'computed'), '{"score": 9}',
+    '... which is unchanged');
 select tests.authenticate_as(:'c');
 select is_empty('select 1 from public.partner_matchings', 'a third user reads no matching of the pair');
 select tests.throws_hint(format($$select save_matching(%L, 'synastry', '{}', '{}', %L)$$, :'b', :'a'), 'PT403',

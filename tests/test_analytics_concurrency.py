@@ -3,53 +3,26 @@ at the same instant, is recorded once; every session learns whether it was the o
 
 from __future__ import annotations
 
-import threading
 import uuid
-from typing import Any
 
+import parallel
 import psycopg
 
 THREADS = 16
-BARRIER_TIMEOUT = 60
-CLAIMS = '{"role": "service_role"}'
 RECORD_SQL = "select public.record_nudge(%s::uuid, 'cv', %s::text, %s::text, '{}'::jsonb)"
-
-
-def record_in_parallel(db: str, user: uuid.UUID, key: str) -> list[dict[str, Any]]:
-    barrier = threading.Barrier(THREADS)
-    results: list[Any] = [None] * THREADS
-
-    def worker(i: int) -> None:
-        try:
-            with psycopg.connect(db, autocommit=True) as conn:
-                barrier.wait(BARRIER_TIMEOUT)
-                with conn.transaction():
-                    # As PostgREST calls it with the secret key.
-                    conn.execute("select set_config('request.jwt.claims', %s, true)", (CLAIMS,))
-                    conn.execute("set local role service_role")
-                    results[i] = conn.execute(RECORD_SQL, (user, key, f"channel_{i}")).fetchone()[0]
-        except Exception as exc:  # reported below, with the thread's number
-            results[i] = exc
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    errors = [(i, r) for i, r in enumerate(results) if isinstance(r, Exception)]
-    assert not errors, errors
-    return results
 
 
 def test_one_nudge_key_recorded_at_once_by_many_sessions_is_recorded_once(db: str) -> None:
     with psycopg.connect(db, autocommit=True) as conn:
-        user = conn.execute(
-            "insert into auth.users (id, email) values (gen_random_uuid(), %s) returning id",
-            (f"nudge-{uuid.uuid4().hex[:12]}@example.test",),
-        ).fetchone()[0]
+        user = parallel.create_user(conn, "nudge")
     key = f"cv.upsell.{uuid.uuid4().hex[:8]}"
 
-    results = record_in_parallel(db, user, key)
+    # As PostgREST calls it with the secret key, 16 sessions at once.
+    results = parallel.run_parallel(
+        db, THREADS,
+        lambda i, conn: parallel.call(conn, "service_role", None, RECORD_SQL, (user, key, f"channel_{i}"))[0],
+        name="nudge",
+    )
 
     winners = [r for r in results if r["recorded"]]
     assert len(winners) == 1, results

@@ -15,22 +15,18 @@ PAYCORE_TEST_SEED=<seed>.
 from __future__ import annotations
 
 import json
-import os
 import random
-import threading
-import traceback
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import parallel
 import psycopg
 import pytest
 
-BARRIER_TIMEOUT = 60
-SEED = int(os.environ.get("PAYCORE_TEST_SEED", "0")) or random.SystemRandom().randrange(1, 2**31)
-
-MODES = ("owner", "service_role", "authenticated")
+SEED = parallel.SEED
+MODES = parallel.MODES
 
 CREATE_SQL = "select r.id from public.create_reading(%s::text, %s::text, '{}'::jsonb, %s::uuid) as r"
 ADD_SQL = (
@@ -51,54 +47,14 @@ SAVE_SQL = (
 
 
 def create_user(conn: psycopg.Connection) -> uuid.UUID:
-    return conn.execute(
-        "insert into auth.users (id, email) values (gen_random_uuid(), %s) returning id",
-        (f"coaching-{uuid.uuid4().hex[:12]}@example.test",),
-    ).fetchone()[0]
+    return parallel.create_user(conn, "coaching")
 
 
-def call(conn: psycopg.Connection, mode: str, user: uuid.UUID, sql: str, params: tuple, *,
-         rollback: bool = False) -> tuple:
-    """One RPC as the owner, or as PostgREST runs it for service_role / the user; its row.
-    With rollback, the transaction is rolled back after the call (a request that failed
-    later, or a client that gave up): nothing of it may remain."""
-    with conn.transaction():
-        if mode != "owner":
-            claims = {"sub": str(user), "role": mode} if mode == "authenticated" else {"role": mode}
-            conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
-            conn.execute(f"set local role {mode}")
-        row = conn.execute(sql, params).fetchone()
-        if rollback:
-            raise psycopg.Rollback()
-    return row
+call = parallel.call
 
 
 def run_parallel(db: str, n: int, body: Callable[[int, psycopg.Connection], Any]) -> list[Any]:
-    """Runs body(i, conn) in n threads, each on its own connection, released together by a
-    barrier once every connection is open; returns what each body returned."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def target(i: int) -> None:
-        try:
-            with psycopg.connect(db, autocommit=True) as conn:
-                barrier.wait(timeout=BARRIER_TIMEOUT)
-                results[i] = body(i, conn)
-        except BaseException as exc:  # noqa: BLE001 - a dead thread must fail the test
-            barrier.abort()
-            with lock:
-                errors.append(f"thread {i}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-
-    threads = [threading.Thread(target=target, args=(i,), name=f"coaching-{i}") for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-        assert not t.is_alive(), f"seed {SEED}: thread {t.name} hangs"
-    assert not errors, f"seed {SEED}: {len(errors)} threads failed:\n" + "\n".join(errors[:5])
-    return results
+    return parallel.run_parallel(db, n, body, name="coaching")
 
 
 def create_reading(conn: psycopg.Connection, user: uuid.UUID, content: str) -> uuid.UUID:

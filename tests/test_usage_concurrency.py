@@ -13,22 +13,16 @@ every failure message; rerun a failing case with PAYCORE_TEST_SEED=<seed>.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import threading
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import parallel
 import psycopg
 import pytest
-
-BARRIER_TIMEOUT = 60
-SEED = int(os.environ.get("PAYCORE_TEST_SEED", "0")) or random.SystemRandom().randrange(1, 2**31)
 
 CLOCK = "2031-03-15 12:00:00+00"  # paycore.now of every call that is not about the month boundary
 CLOCK_MONTH = (datetime(2031, 3, 1, tzinfo=UTC), datetime(2031, 4, 1, tzinfo=UTC))
@@ -36,18 +30,16 @@ CLOCK_MONTH = (datetime(2031, 3, 1, tzinfo=UTC), datetime(2031, 4, 1, tzinfo=UTC
 USE_SQL = "select public.check_usage_limit(%s::uuid, %s::text, %s::integer, %s::text)"
 RELEASE_SQL = "select public.release_usage(%s::uuid, %s::text, %s::integer, %s::text)"
 
-MODES = ("owner", "service_role", "authenticated")
-TRUSTED_MODES = ("owner", "service_role")
+MODES = parallel.MODES
+TRUSTED_MODES = parallel.TRUSTED_MODES
+SEED = parallel.SEED
 
 
 # -- plumbing ---------------------------------------------------------------------------------
 
 
 def create_user(conn: psycopg.Connection) -> uuid.UUID:
-    return conn.execute(
-        "insert into auth.users (id, email) values (gen_random_uuid(), %s) returning id",
-        (f"usage-{uuid.uuid4().hex[:12]}@example.test",),
-    ).fetchone()[0]
+    return parallel.create_user(conn, "usage")
 
 
 def create_feature(conn: psycopg.Connection, limit: int | None, *, soft: bool = False) -> str:
@@ -67,14 +59,8 @@ def set_clock(conn: psycopg.Connection, clock: str = CLOCK) -> None:
 
 
 def call(conn: psycopg.Connection, mode: str, user: uuid.UUID, sql: str, params: tuple) -> dict:
-    """One RPC as the owner (autocommit), or as PostgREST runs it for service_role / the user."""
-    if mode == "owner":
-        return conn.execute(sql, params).fetchone()[0]
-    claims = {"sub": str(user), "role": "authenticated"} if mode == "authenticated" else {"role": mode}
-    with conn.transaction():
-        conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
-        conn.execute(f"set local role {mode}")
-        return conn.execute(sql, params).fetchone()[0]
+    """One RPC (parallel.call); its one column, the JSON result."""
+    return parallel.call(conn, mode, user, sql, params)[0]
 
 
 def use(conn: psycopg.Connection, mode: str, user: uuid.UUID, feature: str, amount: int = 1,
@@ -90,34 +76,13 @@ def release(conn: psycopg.Connection, mode: str, user: uuid.UUID, feature: str, 
 
 def run_parallel(db: str, n: int, body: Callable[[int, psycopg.Connection], Any],
                  setup: Callable[[int, psycopg.Connection], None] | None = None) -> list[Any]:
-    """Runs body(i, conn) in n threads, each on its own connection, released together by a
-    barrier once every connection is open and set up; returns what each body returned."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-    errors: list[str] = []
-    lock = threading.Lock()
+    """parallel.run_parallel, every connection's clock set first (set_clock), then setup."""
+    def prepare(i: int, conn: psycopg.Connection) -> None:
+        set_clock(conn)
+        if setup is not None:
+            setup(i, conn)
 
-    def target(i: int) -> None:
-        try:
-            with psycopg.connect(db, autocommit=True) as conn:
-                set_clock(conn)
-                if setup is not None:
-                    setup(i, conn)
-                barrier.wait(timeout=BARRIER_TIMEOUT)
-                results[i] = body(i, conn)
-        except BaseException as exc:  # noqa: BLE001 - a dead thread must fail the test
-            barrier.abort()
-            with lock:
-                errors.append(f"thread {i}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-
-    threads = [threading.Thread(target=target, args=(i,), name=f"usage-{i}") for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-        assert not t.is_alive(), f"seed {SEED}: thread {t.name} hangs"
-    assert not errors, f"seed {SEED}: {len(errors)} threads failed:\n" + "\n".join(errors[:5])
-    return results
+    return parallel.run_parallel(db, n, body, setup=prepare, name="usage")
 
 
 def usage_rows(conn: psycopg.Connection, user: uuid.UUID, feature: str) -> list[tuple]:

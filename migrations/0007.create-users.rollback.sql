@@ -3,6 +3,9 @@ drop function public.get_usage(text, uuid);
 drop function public.release_usage(uuid, text, integer, text);
 drop function public.check_usage_limit(uuid, text, integer, text);
 drop function paycore.usage_result(text, text, text, boolean, bigint, integer, boolean, timestamptz, timestamptz);
+drop function paycore.usage_replay(uuid, text, text, integer, text);
+drop function paycore.feature_limit(uuid, text);
+drop function paycore.tier_limit(text, text, text);
 drop function public.get_user_app_tier(uuid, text);
 drop function paycore.effective_tier(uuid, text);
 alter table paycore.settings drop constraint subscription_grace_period_is_an_interval;
@@ -14,6 +17,7 @@ drop function public.update_profile(text, text, jsonb);
 -- drop_trigger_grants), while a cascade from the function paycore owns needs neither.
 drop function paycore.tg_auth_users__sync_profile() cascade;
 drop function paycore.profile_text(jsonb, text[], integer, boolean);
+drop function paycore.is_profile_text(text, integer, boolean);
 drop table paycore.usage_operations;
 drop table public.user_usage_limits;
 drop table public.payment_history;

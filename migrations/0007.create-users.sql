@@ -361,22 +361,31 @@ values
 -- users, subscriptions, tiers and usage limits: the profile trigger on auth.users,
 -- update_profile, the tier a user has in an app now, and the monthly usage check.
 
+create function paycore.is_profile_text(p_value text, p_max_length integer, p_url boolean)
+returns boolean
+language sql immutable
+as $$
+    -- Not blank, at most p_max_length characters, no control or bidirectional-override
+    -- characters, and for a URL an http(s) URL without quotes, angle brackets or spaces.
+    select
+        not paycore.is_blank(p_value)
+        and length(p_value) <= p_max_length
+        and p_value !~ '[[:cntrl:]\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+        and (not p_url or p_value ~ '^https?://[^[:space:]"''<>\\`]+$')
+$$;
+comment on function paycore.is_profile_text(text, integer, boolean) is
+'Whether p_value may be a profile''s full_name (p_url false) or avatar_url (p_url true): the one '
+'rule of update_profile and of the sign-up trigger. Null for null. Internal.';
+
 create function paycore.profile_text(p_meta jsonb, p_keys text[], p_max_length integer, p_url boolean)
 returns text
 language sql immutable
 as $$
-    -- The first of p_keys whose value is a JSON string that update_profile would accept:
-    -- not blank, at most p_max_length characters, no control or bidirectional-override
-    -- characters, and for a URL an http(s) URL without quotes, angle brackets or spaces.
+    -- The first of p_keys whose value is a JSON string that update_profile would accept.
     select v.value
     from unnest(p_keys) with ordinality as k (key, n)
     cross join lateral (select p_meta ->> k.key as value) as v
-    where
-        jsonb_typeof(p_meta -> k.key) = 'string'
-        and not paycore.is_blank(v.value)
-        and length(v.value) <= p_max_length
-        and v.value !~ '[[:cntrl:]\u200e\u200f\u202a-\u202e\u2066-\u2069]'
-        and (not p_url or v.value ~ '^https?://[^[:space:]"''<>\\`]+$')
+    where jsonb_typeof(p_meta -> k.key) = 'string' and paycore.is_profile_text(v.value, p_max_length, p_url)
     order by k.n
     limit 1
 $$;
@@ -480,15 +489,12 @@ begin
     end if;
     v_uid := paycore.resolve_user_id(null);
     -- null keeps a field; '' clears full_name or avatar_url.
-    if p_full_name is not null and p_full_name <> '' then
-        perform paycore.check_text('p_full_name', p_full_name, 200, false);
-        if p_full_name ~ '[[:cntrl:]\u200e\u200f\u202a-\u202e\u2066-\u2069]' then
-            raise exception 'p_full_name must not contain control or bidirectional-override characters'
-            using errcode = 'PT400', hint = 'invalid_argument';
-        end if;
+    if p_full_name is not null and p_full_name <> '' and not paycore.is_profile_text(p_full_name, 200, false) then
+        raise exception 'p_full_name must be 1 to 200 characters, not only white space, without control '
+            'or bidirectional-override characters, or '''' to clear it'
+        using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_avatar_url is not null and p_avatar_url <> ''
-        and (length(p_avatar_url) > 2048 or p_avatar_url !~ '^https?://[^[:space:][:cntrl:]"''<>\\`]+$') then
+    if p_avatar_url is not null and p_avatar_url <> '' and not paycore.is_profile_text(p_avatar_url, 2048, true) then
         raise exception 'p_avatar_url must be an http(s) URL of at most 2048 characters, or '''' to clear it'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
@@ -615,16 +621,17 @@ create function paycore.tg_settings__recompute_entitlements()
 returns trigger
 language plpgsql
 as $$
+declare
+    v_grace interval := paycore.grace_period();
 begin
-    -- A new grace period applies to every subscription at once.
+    -- A new grace period applies to every subscription at once; rows it does not change are
+    -- not written.
     update public.user_subscriptions as s
     set entitled_until = paycore.subscription_entitled_until(
-        s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
-        paycore.grace_period()
+        s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end, v_grace
     )
     where s.entitled_until is distinct from paycore.subscription_entitled_until(
-        s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
-        paycore.grace_period()
+        s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end, v_grace
     );
     return null;
 end;
@@ -692,12 +699,7 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    -- A trusted caller naming a user is settled by an inlined expression; every other case
-    -- (a signed-in user, a missing id, an untrusted role) by paycore.resolve_user_id.
-    v_uid uuid := case
-        when p_user_id is not null and paycore.caller_is_trusted() then p_user_id
-        else paycore.resolve_user_id(p_user_id)
-    end;
+    v_uid uuid := paycore.resolve_user_id(p_user_id);
     v_tier text;
     v_app_exists boolean;
     v_user_exists boolean;
@@ -732,6 +734,83 @@ comment on function public.get_user_app_tier(uuid, text) is
 'setting subscription_grace_period, default 3 days; cancelled at period end until the period '
 'ends), else free. authenticated (itself: p_user_id null or omitted, or its own id) and '
 'service_role. Unknown app or user PT404.';
+
+create function paycore.tier_limit(p_app_id text, p_tier text, p_feature text)
+returns table (monthly_limit integer, is_soft boolean)
+language sql stable
+rows 1
+as $$
+    -- Always one row: the tier's limit of the feature (null = unlimited); no tier_limits row
+    -- means the tier does not include the feature: limit 0, hard. A set-returning SQL
+    -- function, so that the planner inlines it into the caller's query.
+    select case when l.feature_id is null then 0 else l.monthly_limit end, coalesce(l.is_soft, false)
+    from (values (1)) as one (n)
+    left join public.tier_limits as l
+        on l.app_id = p_app_id and l.tier_id = p_tier and l.feature_id = p_feature
+$$;
+comment on function paycore.tier_limit(text, text, text) is
+'The monthly limit (null = unlimited) and softness of a feature in a tier, one row: 0 and hard '
+'when the tier has no tier_limits row for it. Internal: the one place of that rule.';
+
+create function paycore.feature_limit(p_user_id uuid, p_feature text)
+returns table (app_id text, tier text, monthly_limit integer, is_soft boolean)
+language sql stable
+rows 1
+as $$
+    -- The feature's app, the user's tier in it at the moment of the call (an upgrade raises
+    -- the limit at once; what was used this month still counts) and that tier's limit; no row
+    -- for an unknown feature. Inlined into the caller's query; offset 0: the tier is computed
+    -- once, not again for each place that names it.
+    select f.app_id, t.tier, l.monthly_limit, l.is_soft
+    from public.features as f
+    cross join lateral (select e.tier from paycore.effective_tier(p_user_id, f.app_id) as e (tier) offset 0) as t
+    cross join lateral paycore.tier_limit(f.app_id, t.tier, f.id) as l
+    where f.id = p_feature
+$$;
+comment on function paycore.feature_limit(uuid, text) is
+'The app of p_feature, the tier p_user_id has in it now and that tier''s limit of the feature '
+'(paycore.tier_limit); no row for an unknown feature. Internal.';
+
+create function paycore.usage_replay(
+    p_user_id uuid,
+    p_operation text,
+    p_feature text,
+    p_amount integer,
+    p_idempotency_key text,
+    out o_key text,
+    out o_result jsonb
+)
+language plpgsql volatile
+as $$
+declare
+    v_previous paycore.usage_operations;
+begin
+    perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);
+    -- A signed-in user's keys live apart from the server's: a user cannot take the key a
+    -- server will use for its own call first.
+    o_key := case
+        when paycore.caller_role() = 'authenticated' then 'paycore:client:' || p_idempotency_key
+        else p_idempotency_key
+    end;
+    perform pg_advisory_xact_lock(hashtextextended(p_user_id::text || '/usage/' || o_key, 0));
+    select o.* into v_previous
+    from paycore.usage_operations as o
+    where o.user_id = p_user_id and o.idempotency_key = o_key;
+    if found then
+        if v_previous.operation <> p_operation or v_previous.feature_id <> p_feature
+            or v_previous.amount <> p_amount then
+            raise exception 'idempotency key % was used with other arguments', p_idempotency_key
+            using errcode = 'PT409', hint = 'idempotency_conflict';
+        end if;
+        o_result := v_previous.result;
+    end if;
+end;
+$$;
+comment on function paycore.usage_replay(uuid, text, text, integer, text) is
+'For a check_usage_limit or release_usage call with an idempotency key: the key as stored '
+'(a signed-in user''s under paycore:client:) and, when the key was used before with the same '
+'operation, feature and amount, that first result; PT409 idempotency_conflict with other '
+'arguments. Holds a transaction lock on the key until the caller records its result. Internal.';
 
 create function paycore.usage_result(
     p_app_id text,
@@ -777,12 +856,7 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    -- A trusted caller naming a user is settled by an inlined expression; every other case
-    -- (a signed-in user, a missing id, an untrusted role) by paycore.resolve_user_id.
-    v_uid uuid := case
-        when p_user_id is not null and paycore.caller_is_trusted() then p_user_id
-        else paycore.resolve_user_id(p_user_id)
-    end;
+    v_uid uuid := paycore.resolve_user_id(p_user_id);
     v_now timestamptz := paycore.clock();
     v_month timestamp := date_trunc('month', v_now at time zone 'UTC');
     v_start timestamptz := v_month at time zone 'UTC';
@@ -792,8 +866,7 @@ declare
     v_limit integer;
     v_soft boolean;
     v_used bigint;
-    v_allowed boolean;
-    v_previous paycore.usage_operations;
+    v_allowed boolean := false;
     v_result jsonb;
     v_key text;
     v_first boolean;
@@ -808,19 +881,10 @@ begin
         raise exception 'p_amount must be 0 (only look) or a positive integer'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    -- One statement: the feature, its app, the user, the tier at the moment of the call (an
-    -- upgrade raises the limit at once, and what was used this month still counts) and its
-    -- limit. No tier_limits row: the tier does not include the feature (limit 0).
-    select
-        f.app_id, t.tier, case when l.feature_id is null then 0 else l.monthly_limit end,
-        coalesce(l.is_soft, false), exists (select 1 from auth.users as u where u.id = v_uid)
+    -- One statement: the feature, its app, the tier and its limit, and the user.
+    select l.app_id, l.tier, l.monthly_limit, l.is_soft, exists (select 1 from auth.users as u where u.id = v_uid)
     into v_app, v_tier, v_limit, v_soft, v_user_exists
-    from public.features as f
-    -- offset 0: the tier is computed once, not again for each place that names it.
-    cross join lateral (select e.tier from paycore.effective_tier(v_uid, f.app_id) as e (tier) offset 0) as t
-    left join public.tier_limits as l
-        on l.app_id = f.app_id and l.tier_id = t.tier and l.feature_id = f.id
-    where f.id = p_feature;
+    from paycore.feature_limit(v_uid, p_feature) as l;
     if not found then
         raise exception 'feature % does not exist', p_feature
         using errcode = 'PT404', hint = 'not_found';
@@ -830,24 +894,10 @@ begin
         using errcode = 'PT404', hint = 'not_found';
     end if;
     if p_idempotency_key is not null then
-        perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);
-        -- A signed-in user's keys live apart from the server's: a user cannot take the key a
-        -- server will use for its own call first.
-        v_key := case
-            when paycore.caller_role() = 'authenticated' then 'paycore:client:' || p_idempotency_key
-            else p_idempotency_key
-        end;
-        perform pg_advisory_xact_lock(hashtextextended(v_uid::text || '/usage/' || v_key, 0));
-        select o.* into v_previous
-        from paycore.usage_operations as o
-        where o.user_id = v_uid and o.idempotency_key = v_key;
-        if found then
-            if v_previous.operation = 'use' and v_previous.feature_id = p_feature
-                and v_previous.amount = p_amount then
-                return v_previous.result;
-            end if;
-            raise exception 'idempotency key % was used with other arguments', p_idempotency_key
-            using errcode = 'PT409', hint = 'idempotency_conflict';
+        select r.o_key, r.o_result into v_key, v_result
+        from paycore.usage_replay(v_uid, 'use', p_feature, p_amount, p_idempotency_key) as r;
+        if v_result is not null then
+            return v_result;
         end if;
     end if;
 
@@ -862,8 +912,6 @@ begin
         where v_limit is null or v_soft or u.used + excluded.used <= v_limit
         returning u.used into v_used;
         v_allowed := v_used is not null;
-    else
-        v_allowed := p_amount = 0 and (v_limit is null or v_soft or v_limit > 0);
     end if;
     if v_used is null then
         select u.used into v_used
@@ -950,8 +998,8 @@ declare
     v_limit integer;
     v_soft boolean;
     v_used bigint;
-    v_previous paycore.usage_operations;
     v_result jsonb;
+    v_key text;
 begin
     if not paycore.caller_is_trusted() then
         raise exception 'role % may not act on users', paycore.caller_role()
@@ -969,7 +1017,8 @@ begin
         raise exception 'p_amount must be a positive integer'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    select f.app_id into v_app from public.features as f where f.id = p_feature;
+    select l.app_id, l.tier, l.monthly_limit, l.is_soft into v_app, v_tier, v_limit, v_soft
+    from paycore.feature_limit(p_user_id, p_feature) as l;
     if not found then
         raise exception 'feature % does not exist', p_feature
         using errcode = 'PT404', hint = 'not_found';
@@ -979,18 +1028,10 @@ begin
         using errcode = 'PT404', hint = 'not_found';
     end if;
     if p_idempotency_key is not null then
-        perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);
-        perform pg_advisory_xact_lock(hashtextextended(p_user_id::text || '/usage/' || p_idempotency_key, 0));
-        select o.* into v_previous
-        from paycore.usage_operations as o
-        where o.user_id = p_user_id and o.idempotency_key = p_idempotency_key;
-        if found then
-            if v_previous.operation = 'release' and v_previous.feature_id = p_feature
-                and v_previous.amount = p_amount then
-                return v_previous.result;
-            end if;
-            raise exception 'idempotency key % was used with other arguments', p_idempotency_key
-            using errcode = 'PT409', hint = 'idempotency_conflict';
+        select r.o_key, r.o_result into v_key, v_result
+        from paycore.usage_replay(p_user_id, 'release', p_feature, p_amount, p_idempotency_key) as r;
+        if v_result is not null then
+            return v_result;
         end if;
     end if;
 
@@ -1006,18 +1047,13 @@ begin
         v_used := coalesce(v_used, 0);
     end if;
 
-    select t.tier, case when l.feature_id is null then 0 else l.monthly_limit end, coalesce(l.is_soft, false)
-    into v_tier, v_limit, v_soft
-    from (select e.tier from paycore.effective_tier(p_user_id, v_app) as e (tier) offset 0) as t
-    left join public.tier_limits as l
-        on l.app_id = v_app and l.tier_id = t.tier and l.feature_id = p_feature;
     v_result := paycore.usage_result(
         v_app, p_feature, v_tier, v_limit is null or v_soft or v_used < v_limit, v_used, v_limit, v_soft,
         v_start, v_end
     );
     if p_idempotency_key is not null then
         insert into paycore.usage_operations (user_id, idempotency_key, operation, feature_id, amount, result)
-        values (p_user_id, p_idempotency_key, 'release', p_feature, p_amount, v_result);
+        values (p_user_id, v_key, 'release', p_feature, p_amount, v_result);
     end if;
     return v_result;
 end;
@@ -1063,17 +1099,15 @@ begin
         'features', coalesce((
             select jsonb_object_agg(f.id, jsonb_build_object(
                 'used', coalesce(u.used, 0),
-                'limit', case when l.feature_id is null then 0 else l.monthly_limit end,
+                'limit', l.monthly_limit,
                 'remaining', case
-                    when l.feature_id is null then 0
                     when l.monthly_limit is not null then greatest(l.monthly_limit - coalesce(u.used, 0), 0)
                 end,
-                'is_soft', coalesce(l.is_soft, false),
+                'is_soft', l.is_soft,
                 'description', f.description
             ) order by f.id)
             from public.features as f
-            left join public.tier_limits as l
-                on l.app_id = f.app_id and l.tier_id = v_tier and l.feature_id = f.id
+            cross join lateral paycore.tier_limit(f.app_id, v_tier, f.id) as l
             left join public.user_usage_limits as u
                 on u.user_id = v_uid and u.feature_id = f.id and u.period_start = v_start
             where f.app_id = p_app_id
@@ -1157,6 +1191,7 @@ using (true);
 
 revoke all on table paycore.usage_operations from public;
 
+revoke all on function paycore.is_profile_text(text, integer, boolean) from public;
 revoke all on function paycore.profile_text(jsonb, text[], integer, boolean) from public;
 revoke all on function paycore.tg_auth_users__sync_profile() from public;
 revoke all on function paycore.subscription_entitled_until(
@@ -1167,6 +1202,9 @@ revoke all on function paycore.tg_user_subscriptions__derive() from public;
 revoke all on function paycore.tg_settings__recompute_entitlements() from public;
 revoke all on function paycore.is_grace_period(jsonb) from public;
 revoke all on function paycore.effective_tier(uuid, text) from public;
+revoke all on function paycore.tier_limit(text, text, text) from public;
+revoke all on function paycore.feature_limit(uuid, text) from public;
+revoke all on function paycore.usage_replay(uuid, text, text, integer, text) from public;
 revoke all on function paycore.usage_result(
     text, text, text, boolean, bigint, integer, boolean, timestamptz, timestamptz
 ) from public;

@@ -153,6 +153,27 @@ comment on function paycore.check_reading_content(text) is
 'Raises PT400 invalid_argument unless p_content is 1 to 100000 characters, not all white space. '
 'Internal.';
 
+create function paycore.reading_owner_filter()
+returns uuid
+language plpgsql stable
+as $$
+begin
+    -- For the functions that take a reading id: a signed-in user reaches its own readings
+    -- only (its id), trusted roles any reading (null); every other role PT403.
+    if paycore.caller_role() = 'authenticated' then
+        return paycore.resolve_user_id(null);
+    end if;
+    if not paycore.caller_is_trusted() then
+        raise exception 'role % may not act on users', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
+    return null;
+end;
+$$;
+comment on function paycore.reading_owner_filter() is
+'The user whose readings the caller may reach: the signed-in user itself, or null (any) for '
+'trusted roles; PT403 for every other role. Internal.';
+
 create function public.create_reading(
     p_reading_type text,
     p_content text,
@@ -201,17 +222,11 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_uid uuid;
+    -- A signed-in user reaches its own readings only; trusted roles any (null).
+    v_uid uuid := paycore.reading_owner_filter();
     v_reading public.coach_readings;
     v_version public.reading_versions;
 begin
-    -- A signed-in user reaches its own readings only (v_uid); trusted roles any (v_uid null).
-    if paycore.caller_role() = 'authenticated' then
-        v_uid := paycore.resolve_user_id(null);
-    elsif not paycore.caller_is_trusted() then
-        raise exception 'role % may not act on users', paycore.caller_role()
-        using errcode = 'PT403', hint = 'forbidden';
-    end if;
     perform paycore.check_reading_content(p_content);
     -- The reading's row lock serialises its writers: each takes the next number, so versions
     -- stay 1..n with no gap or duplicate however many add at once.
@@ -249,15 +264,9 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_uid uuid;
+    v_uid uuid := paycore.reading_owner_filter();
     v_reading public.coach_readings;
 begin
-    if paycore.caller_role() = 'authenticated' then
-        v_uid := paycore.resolve_user_id(null);
-    elsif not paycore.caller_is_trusted() then
-        raise exception 'role % may not act on users', paycore.caller_role()
-        using errcode = 'PT403', hint = 'forbidden';
-    end if;
     select r.* into v_reading
     from public.coach_readings as r
     where r.id = p_reading_id and (v_uid is null or r.user_id = v_uid);
@@ -379,6 +388,7 @@ using ((select auth.uid()) in (user_id_1, user_id_2));
 
 revoke all on function paycore.tg_reading_versions__append_only() from public;
 revoke all on function paycore.check_reading_content(text) from public;
+revoke all on function paycore.reading_owner_filter() from public;
 
 revoke all on function public.create_reading(text, text, jsonb, uuid) from public, anon, authenticated, service_role;
 grant execute on function public.create_reading(text, text, jsonb, uuid) to authenticated, service_role;

@@ -21,15 +21,12 @@ begin
     end if;
     v_uid := paycore.resolve_user_id(null);
     -- null keeps a field; '' clears full_name or avatar_url.
-    if p_full_name is not null and p_full_name <> '' then
-        perform paycore.check_text('p_full_name', p_full_name, 200, false);
-        if p_full_name ~ '[[:cntrl:]\u200e\u200f\u202a-\u202e\u2066-\u2069]' then
-            raise exception 'p_full_name must not contain control or bidirectional-override characters'
-            using errcode = 'PT400', hint = 'invalid_argument';
-        end if;
+    if p_full_name is not null and p_full_name <> '' and not paycore.is_profile_text(p_full_name, 200, false) then
+        raise exception 'p_full_name must be 1 to 200 characters, not only white space, without control '
+            'or bidirectional-override characters, or '''' to clear it'
+        using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_avatar_url is not null and p_avatar_url <> ''
-        and (length(p_avatar_url) > 2048 or p_avatar_url !~ '^https?://[^[:space:][:cntrl:]"''<>\\`]+$') then
+    if p_avatar_url is not null and p_avatar_url <> '' and not paycore.is_profile_text(p_avatar_url, 2048, true) then
         raise exception 'p_avatar_url must be an http(s) URL of at most 2048 characters, or '''' to clear it'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;

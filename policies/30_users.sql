@@ -68,6 +68,7 @@ using (true);
 
 revoke all on table paycore.usage_operations from public;
 
+revoke all on function paycore.is_profile_text(text, integer, boolean) from public;
 revoke all on function paycore.profile_text(jsonb, text[], integer, boolean) from public;
 revoke all on function paycore.tg_auth_users__sync_profile() from public;
 revoke all on function paycore.subscription_entitled_until(
@@ -78,6 +79,9 @@ revoke all on function paycore.tg_user_subscriptions__derive() from public;
 revoke all on function paycore.tg_settings__recompute_entitlements() from public;
 revoke all on function paycore.is_grace_period(jsonb) from public;
 revoke all on function paycore.effective_tier(uuid, text) from public;
+revoke all on function paycore.tier_limit(text, text, text) from public;
+revoke all on function paycore.feature_limit(uuid, text) from public;
+revoke all on function paycore.usage_replay(uuid, text, text, integer, text) from public;
 revoke all on function paycore.usage_result(
     text, text, text, boolean, bigint, integer, boolean, timestamptz, timestamptz
 ) from public;

@@ -23,6 +23,7 @@ using ((select auth.uid()) in (user_id_1, user_id_2));
 
 revoke all on function paycore.tg_reading_versions__append_only() from public;
 revoke all on function paycore.check_reading_content(text) from public;
+revoke all on function paycore.reading_owner_filter() from public;
 
 revoke all on function public.create_reading(text, text, jsonb, uuid) from public, anon, authenticated, service_role;
 grant execute on function public.create_reading(text, text, jsonb, uuid) to authenticated, service_role;

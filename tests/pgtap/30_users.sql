@@ -173,7 +173,7 @@ select results_eq(
     'each change logs profile.updated with the fields it changed; a refused one logs nothing'
 );
 select is_empty(format($$select 1 from public.events where type = 'profile.updated' and actor_id = %L
-    and subject_id is not null$$, :'a'), '... and no user id outside actor_id (erased with the user)');
+    and subject_id is not null$$, :'a'), '... and the user''s id only in actor_id, which is nulled with the user');
 select is_empty($$select 1 from public.profiles where id <> auth.uid()$$,
     'a user reads only its own profile');
 -- The key service of the metadata is the service's.

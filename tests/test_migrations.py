@@ -258,6 +258,11 @@ as $$ select (string_to_array(name, '/'))[1:array_length(string_to_array(name, '
 reset role;
 grant usage on schema storage to {SUPABASE_OWNER}, anon, authenticated, service_role;
 grant all on storage.buckets, storage.objects to {SUPABASE_OWNER};
+
+-- Supabase keeps extensions in schema extensions, where its postgres may create them.
+create schema extensions;
+grant usage on schema extensions to anon, authenticated, service_role;
+grant create on schema extensions to {SUPABASE_OWNER};
 """
 
 
@@ -286,6 +291,9 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
                     "values (gen_random_uuid(), 's@example.test', '{\"full_name\": \"S\"}') returning id"
                 ).fetchone()[0]
                 conn.execute("update auth.users set email = 't@example.test' where id = %s", (user,))
+                holder = conn.execute(
+                    "insert into auth.users (id, email) values (gen_random_uuid(), 'h@example.test') returning id"
+                ).fetchone()[0]
             assert conn.execute(
                 "select email, full_name from public.profiles where id = %s", (user,)
             ).fetchone() == ("t@example.test", "S")
@@ -301,6 +309,20 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
                 assert conn.execute("select public.get_user_balance()").fetchone() == (5,)
                 used = conn.execute("select public.check_usage_limit(null, 'cv_generations') ->> 'used'")
                 assert used.fetchone() == ("1",)
+                voucher = conn.execute(
+                    "select id from public.issue_voucher('consulting.session', 'S', 60, now() + interval '1 day', "
+                    "now() + interval '2 days', 1000, 'eur')"
+                ).fetchone()[0]
+            # The marketplace's exclusion constraint needs btree_gist, created by 0012 in extensions.
+            with conn.transaction():
+                conn.execute("select set_config('request.jwt.claims', %s, true)",
+                             (json.dumps({"sub": str(holder), "role": "authenticated"}),))
+                conn.execute("set local role authenticated")
+                booked = conn.execute(
+                    "select status from public.book_voucher(%s, date_trunc('hour', now()) + interval '25 hours')",
+                    (voucher,),
+                )
+                assert booked.fetchone() == ("booked",)
             buckets = conn.execute("select count(*) from storage.buckets where id = 'generations'")
             assert buckets.fetchone() == (1,)
             with conn.transaction():
@@ -317,6 +339,11 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
                 "select count(*) from pg_policies where schemaname = 'storage'"
             ).fetchone() == (0,)
             assert conn.execute("select to_regclass('auth.users') is not null").fetchone() == (True,)
+            # 0012's btree_gist goes with its rollback; Supabase's schema extensions stays.
+            assert conn.execute(
+                "select count(*) from pg_extension where extname = 'btree_gist'"
+            ).fetchone() == (0,)
+            assert conn.execute("select to_regnamespace('extensions') is not null").fetchone() == (True,)
     finally:
         localdb.drop_database(pg_server, psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
         with psycopg.connect(pg_server, autocommit=True) as conn:

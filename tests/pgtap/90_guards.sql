@@ -22,6 +22,11 @@ declare
     v_user uuid;
     v_gen uuid;
     v_gen2 uuid;
+    v_issuer uuid;
+    v_holder uuid;
+    v_voucher text;
+    v_booking text;
+    v_settlement uuid;
 begin
     foreach v_type in array array['uuid', 'text', 'jsonb', 'timestamptz', 'int8', 'int4', 'bool'] loop
         execute format('create domain pg_temp.%I as pg_catalog.%I check (pg_temp.shadow_ran(value))',
@@ -40,6 +45,8 @@ begin
     $c$;
     begin perform pg_temp.control_old_style(); exception when others then v_hits := v_hits || 'control'::pg_catalog.text; end;
     begin v_user := tests.create_user(null); exception when others then v_hits := v_hits || 'tests.create_user'::pg_catalog.text; end;
+    begin v_issuer := tests.create_user(null); exception when others then v_hits := v_hits || 'tests.create_user'::pg_catalog.text; end;
+    begin v_holder := tests.create_user(null); exception when others then v_hits := v_hits || 'tests.create_user'::pg_catalog.text; end;
     begin perform public.adjust_credits(v_user, 100, 'gift'); exception when others then v_hits := v_hits || 'adjust_credits'::pg_catalog.text; end;
     begin perform public.get_user_balance(v_user); exception when others then v_hits := v_hits || 'get_user_balance'::pg_catalog.text; end;
     begin select g.id into v_gen from public.start_generation(v_user, 'image', 'm', 'p', 10) as g;
@@ -69,6 +76,36 @@ begin
     begin perform public.get_user_balance(); exception when others then v_hits := v_hits || 'get_user_balance as authenticated'::pg_catalog.text; end;
     begin perform public.update_profile('Shadow', 'https://example.test/a.png', '{"a": 1}'); exception when others then v_hits := v_hits || 'update_profile'::pg_catalog.text; end;
     begin perform public.check_usage_limit(null, 'cv_exports', 2); exception when others then v_hits := v_hits || 'check_usage_limit as authenticated'::pg_catalog.text; end;
+    -- The marketplace, ten days ago (so that a period that is over holds its fee events).
+    perform set_config('paycore.now', (pg_catalog.now() - '10 days'::pg_catalog.interval)::pg_catalog.text, true);
+    perform set_config('request.jwt.claims',
+        json_build_object('sub', v_issuer, 'role', 'authenticated')::pg_catalog.text, true);
+    begin select v.id into v_voucher from public.issue_voucher('consulting.session', 'Shadow', 60,
+        pg_catalog.now() + '1 day'::pg_catalog.interval, pg_catalog.now() + '2 days'::pg_catalog.interval,
+        1000, 'eur', 'consulting', 'd', true, '{"a": 1}') as v;
+    exception when others then v_hits := v_hits || 'issue_voucher'::pg_catalog.text; end;
+    perform set_config('request.jwt.claims',
+        json_build_object('sub', v_holder, 'role', 'authenticated')::pg_catalog.text, true);
+    begin select b.id into v_booking from public.book_voucher(v_voucher,
+        pg_catalog.date_trunc('hour', pg_catalog.now()) + '25 hours'::pg_catalog.interval) as b;
+    exception when others then v_hits := v_hits || 'book_voucher'::pg_catalog.text; end;
+    begin perform public.cancel_booking(v_booking, 'shadow'); exception when others then v_hits := v_hits || 'cancel_booking'::pg_catalog.text; end;
+    begin perform public.book_voucher(v_voucher, pg_catalog.date_trunc('hour', pg_catalog.now()) + '26 hours'::pg_catalog.interval);
+    exception when others then v_hits := v_hits || 'book_voucher again'::pg_catalog.text; end;
+    begin perform public.transfer_voucher(v_voucher, v_user); exception when others then v_hits := v_hits || 'transfer_voucher'::pg_catalog.text; end;
+    perform set_config('request.jwt.claims',
+        json_build_object('sub', v_issuer, 'role', 'authenticated')::pg_catalog.text, true);
+    begin perform public.consume_voucher(v_voucher); exception when others then v_hits := v_hits || 'consume_voucher'::pg_catalog.text; end;
+    perform set_config('role', 'none', true);
+    perform set_config('request.jwt.claims', '', true);
+    perform set_config('paycore.now', '', true);
+    begin select s.id into v_settlement from paycore.settle_fees(
+        (pg_catalog.now() at time zone 'UTC')::pg_catalog.date - 3000, (pg_catalog.now() at time zone 'UTC')::pg_catalog.date - 1) as s
+        where s.beneficiary_id is null and s.currency = 'eur';
+    exception when others then v_hits := v_hits || 'settle_fees'::pg_catalog.text; end;
+    perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
+    perform set_config('role', 'service_role', true);
+    begin perform public.mark_settlement(v_settlement, 'invoiced'); exception when others then v_hits := v_hits || 'mark_settlement'::pg_catalog.text; end;
     perform set_config('role', 'none', true);
     perform set_config('request.jwt.claims', '', true);
     foreach v_type in array array['uuid', 'text', 'jsonb', 'timestamptz', 'int8', 'int4', 'bool'] loop
@@ -139,7 +176,13 @@ select set_eq(
         ('save_matching(uuid,text,jsonb,jsonb,uuid)', 'authenticated'),
         ('save_matching(uuid,text,jsonb,jsonb,uuid)', 'service_role'),
         ('record_nudge(uuid,text,text,text,jsonb)', 'service_role'),
-        ('get_ecosystem_stats(integer)', 'service_role')
+        ('get_ecosystem_stats(integer)', 'service_role'),
+        ('issue_voucher(text,text,integer,timestamp with time zone,timestamp with time zone,bigint,text,text,text,boolean,jsonb)', 'authenticated'),
+        ('book_voucher(text,timestamp with time zone)', 'authenticated'),
+        ('cancel_booking(text,text)', 'authenticated'),
+        ('consume_voucher(text)', 'authenticated'),
+        ('transfer_voucher(text,uuid)', 'authenticated'),
+        ('mark_settlement(uuid,text)', 'service_role')
     $$,
     'EXECUTE on public and paycore functions is exactly the declared matrix'
 );
@@ -280,6 +323,26 @@ select from save_matching(:'c', 'synastry', '{"score": 1}', '{}', :'a');
 select from save_matching(:'c', 'synastry', '{"score": 2}', '{}', :'b');
 select from record_nudge(:'a', 'cv', 'cv.guard', 'email');
 select from record_nudge(:'b', 'cv', 'cv.guard', 'email');
+-- Marketplace, five days ago: a and b each issue a voucher that c books; each of a and b
+-- receives a fee of both bookings; the period up to yesterday is settled.
+insert into public.thinkers (id) values (:'a'), (:'b') on conflict do nothing;
+insert into public.fees (id, scope, percentage, beneficiary_id)
+values ('guard.a', 'voucher', 0.1, :'a'), ('guard.b', 'voucher', 0.1, :'b');
+select tests.travel_to(now() - interval '5 days');
+select tests.authenticate_as(:'a');
+select id as voucher_a from issue_voucher(
+    'consulting.session', 'A', 60, now() + interval '1 day', now() + interval '2 days', 1000, 'eur'
+) \gset
+select tests.authenticate_as(:'b');
+select id as voucher_b from issue_voucher(
+    'consulting.session', 'B', 60, now() + interval '1 day', now() + interval '2 days', 1000, 'eur'
+) \gset
+select tests.authenticate_as(:'c');
+select from book_voucher(:'voucher_a', date_trunc('hour', now()) + interval '25 hours');
+select from book_voucher(:'voucher_b', date_trunc('hour', now()) + interval '25 hours');
+select tests.reset_role();
+select tests.travel_to(now());
+select from paycore.settle_fees((now() at time zone 'UTC')::date - 3000, (now() at time zone 'UTC')::date - 1);
 select tests.authenticate_as(:'b');
 select from track_event('guards', 'seeded');
 select from update_profile('B');
@@ -296,7 +359,8 @@ declare
     v_count bigint;
 begin
     -- A row is the user's when any of its user columns (user_id, actor_id, or any uuid column
-    -- with a foreign key to auth.users: a pair table has two) names the user.
+    -- with a foreign key to auth.users, or to a table keyed by the auth user such as thinkers:
+    -- a pair table has two) names the user.
     for v_table, v_columns in
         select c.oid::regclass, string_agg(quote_ident(a.attname), ', ' order by a.attnum)
         from pg_class as c
@@ -305,8 +369,12 @@ begin
           and a.atttypid = 'uuid'::regtype
           and (a.attname in ('user_id', 'actor_id') or exists (
               select 1 from pg_constraint as k
-              where k.conrelid = c.oid and k.contype = 'f' and k.confrelid = 'auth.users'::regclass
-                and k.conkey = array[a.attnum]))
+              where k.conrelid = c.oid and k.contype = 'f' and k.conkey = array[a.attnum]
+                and (k.confrelid = 'auth.users'::regclass or exists (
+                    select 1 from pg_constraint as pk
+                    join pg_constraint as fk on fk.conrelid = pk.conrelid and fk.conkey = pk.conkey
+                    where pk.conrelid = k.confrelid and pk.contype = 'p'
+                      and fk.contype = 'f' and fk.confrelid = 'auth.users'::regclass))))
           and has_table_privilege(c.oid, 'SELECT')
         group by c.oid
     loop
@@ -322,9 +390,10 @@ select is_empty(format('select * from pg_temp.rows_of_others(%L)', :'a'),
     'a signed-in user sees no row of another user in any public table');
 select tests.reset_role();
 select cmp_ok(
-    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 12,
+    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 17,
     '... while those rows exist (credits, ledger, generations, events, profiles, subscriptions, '
-    'payments, usage, readings, versions, matchings, nudges)'
+    'payments, usage, readings, versions, matchings, nudges, thinkers, vouchers, bookings, fee '
+    'events, settlements)'
 );
 
 select * from finish();

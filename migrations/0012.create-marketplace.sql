@@ -421,9 +421,15 @@ returns trigger
 language plpgsql
 as $$
 begin
-    -- The one change a fee event takes: its settlement, set once by settle_fees.
+    -- The one change a fee event takes: its settlement, set once by settle_fees, to an open
+    -- settlement of its beneficiary and currency.
     if tg_op = 'UPDATE' and old.settlement_id is null and new.settlement_id is not null
-        and to_jsonb(new) - 'settlement_id' = to_jsonb(old) - 'settlement_id' then
+        and to_jsonb(new) - 'settlement_id' = to_jsonb(old) - 'settlement_id'
+        and exists (
+            select 1 from public.settlements as s
+            where s.id = new.settlement_id and s.status = 'open'
+              and s.beneficiary_id is not distinct from new.beneficiary_id and s.currency = new.currency
+        ) then
         return new;
     end if;
     raise exception '% on public.fee_events refused: fee events are append-only (a reversal is a new, negative one)', tg_op
@@ -431,7 +437,8 @@ begin
 end;
 $$;
 comment on function paycore.tg_fee_events__append_only() is
-'Refuses UPDATE, DELETE and TRUNCATE of fee_events, except setting a null settlement_id once.';
+'Refuses UPDATE, DELETE and TRUNCATE of fee_events, except setting a null settlement_id once, '
+'to an open settlement of the event''s beneficiary and currency.';
 
 create trigger fee_events_append_only
 before update or delete on public.fee_events
@@ -1060,7 +1067,8 @@ begin
     get diagnostics v_settled = row_count;
 
     perform paycore.log_event(
-        'settlement.run', null, 'settlement_period', p_period_from || '..' || p_period_to, null,
+        'settlement.run', null, 'settlement_period',
+        to_char(p_period_from, 'YYYY-MM-DD') || '..' || to_char(p_period_to, 'YYYY-MM-DD'), null,
         jsonb_build_object('fee_events_settled', v_settled)
     );
     return query

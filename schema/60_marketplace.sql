@@ -138,6 +138,8 @@ create table public.vouchers (
 create index vouchers_issuer_id_idx on public.vouchers (issuer_id);
 create index vouchers_holder_id_idx on public.vouchers (holder_id);
 create index vouchers_template_id_idx on public.vouchers (template_id);
+-- The dashboard of utilisation per template (70_marketplace_ops).
+create index vouchers_created_at_idx on public.vouchers (created_at) include (template_id, status);
 comment on table public.vouchers is
 'A voucher for one slot of a service, issued by issuer_id (issue_voucher). The first user '
 'to book it becomes its holder. Read by its issuer and its holder. A voucher whose '
@@ -202,6 +204,8 @@ where status = 'booked';
 create index voucher_bookings_voucher_id_idx on public.voucher_bookings (voucher_id);
 create index voucher_bookings_holder_id_idx on public.voucher_bookings (holder_id);
 create index voucher_bookings_cancelled_by_idx on public.voucher_bookings (cancelled_by);
+-- The dashboard of bookings per day (70_marketplace_ops).
+create index voucher_bookings_created_at_idx on public.voucher_bookings (created_at) include (status);
 comment on table public.voucher_bookings is
 'The slots booked on vouchers (book_voucher) and their cancellations (cancel_booking). Booked '
 'slots of one issuer never overlap (exclusion constraint); a cancelled slot is free again. '

@@ -27,6 +27,11 @@ declare
     v_voucher text;
     v_booking text;
     v_settlement uuid;
+    v_contract uuid;
+    v_property text;
+    v_application text;
+    v_offer text;
+    v_transfer text;
 begin
     foreach v_type in array array['uuid', 'text', 'jsonb', 'timestamptz', 'int8', 'int4', 'bool'] loop
         execute format('create domain pg_temp.%I as pg_catalog.%I check (pg_temp.shadow_ran(value))',
@@ -96,6 +101,30 @@ begin
     perform set_config('request.jwt.claims',
         json_build_object('sub', v_issuer, 'role', 'authenticated')::pg_catalog.text, true);
     begin perform public.consume_voucher(v_voucher); exception when others then v_hits := v_hits || 'consume_voucher'::pg_catalog.text; end;
+    begin perform public.presence_heartbeat('shadow', null); exception when others then v_hits := v_hits || 'presence_heartbeat'::pg_catalog.text; end;
+    begin select c.id into v_contract from public.register_contract('Shadow', 'application/pdf', 10, 's3://shadow',
+        pg_catalog.repeat('a', 64)) as c;
+    exception when others then v_hits := v_hits || 'register_contract'::pg_catalog.text; end;
+    begin perform public.link_contract(v_contract, 'primary', v_voucher, null);
+    exception when others then v_hits := v_hits || 'link_contract'::pg_catalog.text; end;
+    begin select p.id into v_property from public.register_property('Shadow street 1', '{"a": 1}') as p;
+    exception when others then v_hits := v_hits || 'register_property'::pg_catalog.text; end;
+    begin select a.id into v_application from public.apply_for_mortgage(v_property, 100000, 'eur', 20, 'fixed', 0.05) as a;
+    exception when others then v_hits := v_hits || 'apply_for_mortgage'::pg_catalog.text; end;
+    begin select t.id into v_transfer from public.log_transfer('in', '0xshadow', 'Polygon', 1.5, 'ETH', 1000, 'eur', 'ref',
+        '{"a": 1}', 'shadow-key') as t;
+    exception when others then v_hits := v_hits || 'log_transfer'::pg_catalog.text; end;
+    perform set_config('request.jwt.claims',
+        json_build_object('sub', v_holder, 'role', 'authenticated')::pg_catalog.text, true);
+    begin perform public.presence_heartbeat('shadow', null); exception when others then v_hits := v_hits || 'presence_heartbeat'::pg_catalog.text; end;
+    begin perform public.presence_match('shadow'); exception when others then v_hits := v_hits || 'presence_match'::pg_catalog.text; end;
+    begin perform public.presence_leave('shadow'); exception when others then v_hits := v_hits || 'presence_leave'::pg_catalog.text; end;
+    begin perform public.list_open_mortgage_applications(); exception when others then v_hits := v_hits || 'list_open_mortgage_applications'::pg_catalog.text; end;
+    begin select o.id into v_offer from public.make_mortgage_offer(v_application, 0.04, 900) as o;
+    exception when others then v_hits := v_hits || 'make_mortgage_offer'::pg_catalog.text; end;
+    perform set_config('request.jwt.claims',
+        json_build_object('sub', v_issuer, 'role', 'authenticated')::pg_catalog.text, true);
+    begin perform public.accept_mortgage_offer(v_offer); exception when others then v_hits := v_hits || 'accept_mortgage_offer'::pg_catalog.text; end;
     perform set_config('role', 'none', true);
     perform set_config('request.jwt.claims', '', true);
     perform set_config('paycore.now', '', true);
@@ -106,6 +135,7 @@ begin
     perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
     perform set_config('role', 'service_role', true);
     begin perform public.mark_settlement(v_settlement, 'invoiced'); exception when others then v_hits := v_hits || 'mark_settlement'::pg_catalog.text; end;
+    begin perform public.settle_transfer(v_transfer); exception when others then v_hits := v_hits || 'settle_transfer'::pg_catalog.text; end;
     perform set_config('role', 'none', true);
     perform set_config('request.jwt.claims', '', true);
     foreach v_type in array array['uuid', 'text', 'jsonb', 'timestamptz', 'int8', 'int4', 'bool'] loop
@@ -182,7 +212,19 @@ select set_eq(
         ('cancel_booking(text,text)', 'authenticated'),
         ('consume_voucher(text)', 'authenticated'),
         ('transfer_voucher(text,uuid)', 'authenticated'),
-        ('mark_settlement(uuid,text)', 'service_role')
+        ('mark_settlement(uuid,text)', 'service_role'),
+        ('presence_heartbeat(text,text)', 'authenticated'),
+        ('presence_leave(text)', 'authenticated'),
+        ('presence_match(text)', 'authenticated'),
+        ('register_contract(text,text,bigint,text,text)', 'authenticated'),
+        ('link_contract(uuid,text,text,text)', 'authenticated'),
+        ('register_property(text,jsonb)', 'authenticated'),
+        ('list_open_mortgage_applications()', 'authenticated'),
+        ('apply_for_mortgage(text,bigint,text,integer,text,numeric)', 'authenticated'),
+        ('make_mortgage_offer(text,numeric,bigint)', 'authenticated'),
+        ('accept_mortgage_offer(text)', 'authenticated'),
+        ('log_transfer(text,text,text,numeric,text,bigint,text,text,jsonb,text)', 'authenticated'),
+        ('settle_transfer(text)', 'service_role')
     $$,
     'EXECUTE on public and paycore functions is exactly the declared matrix'
 );
@@ -340,6 +382,31 @@ select id as voucher_b from issue_voucher(
 select tests.authenticate_as(:'c');
 select from book_voucher(:'voucher_a', date_trunc('hour', now()) + interval '25 hours');
 select from book_voucher(:'voucher_b', date_trunc('hour', now()) + interval '25 hours');
+-- ... a and b each: a presence under one pair code with c (a room each), a contract linked
+-- to their voucher, a property with an application that c offers on and they accept, a
+-- transfer.
+select from presence_heartbeat('guards');
+select tests.authenticate_as(:'a');
+select from presence_match('guards');
+select id as contract_a from register_contract('A', 'application/pdf', 1, 's3://a', repeat('a', 64)) \gset
+select from link_contract(:'contract_a', 'primary', :'voucher_a');
+select id as property_a from register_property('A street 1') \gset
+select id as application_a from apply_for_mortgage(:'property_a', 100000, 'eur', 20, 'fixed', 0.05) \gset
+select from log_transfer('in', '0xa', 'Polygon', 1, 'ETH', 1000, 'eur');
+select tests.authenticate_as(:'b');
+select from presence_match('guards');
+select id as contract_b from register_contract('B', 'application/pdf', 1, 's3://b', repeat('b', 64)) \gset
+select from link_contract(:'contract_b', 'primary', :'voucher_b');
+select id as property_b from register_property('B street 1') \gset
+select id as application_b from apply_for_mortgage(:'property_b', 100000, 'eur', 20, 'fixed', 0.05) \gset
+select from log_transfer('in', '0xb', 'Polygon', 1, 'ETH', 1000, 'eur');
+select tests.authenticate_as(:'c');
+select id as offer_a from make_mortgage_offer(:'application_a', 0.04, 900) \gset
+select id as offer_b from make_mortgage_offer(:'application_b', 0.04, 900) \gset
+select tests.authenticate_as(:'a');
+select from accept_mortgage_offer(:'offer_a');
+select tests.authenticate_as(:'b');
+select from accept_mortgage_offer(:'offer_b');
 select tests.reset_role();
 select tests.travel_to(now());
 select from paycore.settle_fees((now() at time zone 'UTC')::date - 3000, (now() at time zone 'UTC')::date - 1);
@@ -390,10 +457,11 @@ select is_empty(format('select * from pg_temp.rows_of_others(%L)', :'a'),
     'a signed-in user sees no row of another user in any public table');
 select tests.reset_role();
 select cmp_ok(
-    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 17,
+    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 27,
     '... while those rows exist (credits, ledger, generations, events, profiles, subscriptions, '
     'payments, usage, readings, versions, matchings, nudges, thinkers, vouchers, bookings, fee '
-    'events, settlements)'
+    'events, settlements, presence, rooms, contracts, links, properties, applications, offers, '
+    'mortgage contracts, transfers)'
 );
 
 select * from finish();

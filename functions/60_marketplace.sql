@@ -86,13 +86,15 @@ for each statement execute function paycore.tg_settlements__guard();
 
 create function paycore.tg_voucher_bookings__release()
 returns trigger
-language plpgsql
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
 as $$
 begin
     -- A booked slot deleted with its holder's account (the only delete: nothing else
     -- deletes bookings): the voucher is bookable again and the booking's fees are reversed,
     -- as by a cancellation. A consumed voucher keeps its fees; a voucher deleted with its
-    -- issuer leaves its fee events as they are.
+    -- issuer leaves its fee events as they are. SECURITY DEFINER: the delete cascades from
+    -- auth.users, run by Supabase Auth's own role, which may not write paycore's tables.
     if old.status = 'booked' then
         update public.vouchers as v set status = 'issued'
         where v.id = old.voucher_id and v.status = 'booked';
@@ -412,6 +414,10 @@ begin
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
 
+    -- One booking at a time per issuer (its thinker row's lock, taken after the voucher's):
+    -- concurrent inserts under an exclusion constraint can deadlock when both wait for a
+    -- third transaction that holds an overlapping slot.
+    perform 1 from public.thinkers as t where t.id = v_voucher.issuer_id for no key update;
     begin
         insert into public.voucher_bookings (id, voucher_id, issuer_id, holder_id, slot_start, slot_end)
         values (
@@ -585,7 +591,9 @@ begin
 
     update public.vouchers as v set holder_id = p_new_holder where v.id = p_voucher_id
     returning * into v_voucher;
-    -- A booked slot goes with the voucher.
+    -- A booked slot goes with the voucher. The new row version is checked against the
+    -- issuer's calendar again: under the issuer's lock, as in book_voucher.
+    perform 1 from public.thinkers as t where t.id = v_voucher.issuer_id for no key update;
     update public.voucher_bookings as b set holder_id = p_new_holder
     where b.voucher_id = p_voucher_id and b.status = 'booked';
     perform paycore.log_event(

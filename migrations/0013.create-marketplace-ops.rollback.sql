@@ -11,6 +11,9 @@ begin
     end if;
 end;
 $$;
+-- Policies that read other tables first, so that the tables drop in any order.
+drop policy mortgage_applications_select_borrower_or_lenders on public.mortgage_applications;
+drop policy contracts_select_creator_or_parties on public.contracts;
 drop view public.marketplace_transfer_sums;
 drop view public.marketplace_mortgage_figures;
 drop view public.marketplace_template_utilisation;

@@ -286,8 +286,29 @@ def render_api(conn: psycopg.Connection) -> str:
         order by c.relname
         """
     ).fetchall()
-    for oid, name, _kind, comment, readers in tables:
-        w(f"\n### table public.{name}\n\n")
+    service_only = conn.execute(
+        """
+        select c.oid, c.relname, c.relkind::text, coalesce(obj_description(c.oid, 'pg_class'), ''),
+               array['service_role']
+        from pg_class as c
+        where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
+          and c.relname not like '%yoyo%'
+          and has_table_privilege('service_role', c.oid, 'SELECT')
+          and not has_table_privilege('anon', c.oid, 'SELECT')
+          and not has_table_privilege('authenticated', c.oid, 'SELECT')
+        order by c.relname
+        """
+    ).fetchall()
+    relations = [("table", t) for t in tables]
+    relations.append(("heading", None))
+    relations += [("table", t) for t in service_only]
+    for what, row in relations:
+        if what == "heading":
+            w("\n## Tables and views for service_role only\n\n")
+            w("Configuration and dashboards a server reads with the secret key; no client role reads them.\n")
+            continue
+        oid, name, kind, comment, readers = row
+        w(f"\n### {'view' if kind == 'v' else 'table'} public.{name}\n\n")
         w(f"{comment}\n\n" if comment else "")
         w(f"- **Readable by:** {', '.join(readers)}\n")
         policies = conn.execute(

@@ -395,7 +395,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_uid uuid := paycore.marketplace_caller();
-    v_currency text := lower(p_currency);
+    v_currency text := lower(btrim(p_currency));
     v_application public.mortgage_applications;
 begin
     if p_desired_loan is null or p_desired_loan <= 0 then
@@ -418,8 +418,10 @@ begin
         raise exception 'p_max_interest must be a fraction above 0 and at most 1 with up to 4 decimals (0.0375 is 3.75 %%)'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if not exists (select 1 from public.properties as p where p.id = p_property_id) then
-        raise exception 'property % does not exist', p_property_id
+    -- A borrower applies for a property it registered: a property's address and details
+    -- reach lenders (list_open_mortgage_applications) only when its owner applies.
+    if not exists (select 1 from public.properties as p where p.id = p_property_id and p.owner_id = v_uid) then
+        raise exception 'property % does not exist (a borrower applies for a property it registered)', p_property_id
         using errcode = 'PT404', hint = 'not_found';
     end if;
 
@@ -457,7 +459,7 @@ comment on function public.apply_for_mortgage(text, bigint, text, integer, text,
 '(open): p_desired_loan > 0 cents of p_currency (stored lowercase), p_duration_years 1 to 50, '
 'p_rate_type fixed or variable, p_max_interest a fraction in (0, 1] with up to 4 decimals. '
 'One pending application per borrower and property: the same terms again return it, other '
-'terms PT409 invalid_state. Unknown property PT404. authenticated only.';
+'terms PT409 invalid_state. A property the caller did not register PT404. authenticated only.';
 
 create function public.make_mortgage_offer(p_application_id text, p_interest_rate numeric, p_monthly_payment bigint)
 returns public.mortgage_offers
@@ -606,7 +608,7 @@ as $$
 declare
     v_uid uuid := paycore.marketplace_caller();
     v_symbol text := upper(btrim(p_crypto_symbol));
-    v_currency text := lower(p_fiat_currency);
+    v_currency text := lower(btrim(p_fiat_currency));
     v_meta jsonb := coalesce(p_meta, '{}');
     v_transfer public.transfers;
     v_fees integer;

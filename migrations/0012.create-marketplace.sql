@@ -675,7 +675,7 @@ declare
     v_title text;
     v_description text;
     v_duration integer;
-    v_currency text := lower(p_price_currency);
+    v_currency text := lower(btrim(p_price_currency));
     v_terms jsonb;
     v_voucher public.vouchers;
 begin

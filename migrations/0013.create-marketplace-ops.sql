@@ -63,8 +63,8 @@ create index presence_sessions_room_id_idx on public.presence_sessions (room_id)
 comment on table public.presence_sessions is
 'A thinker''s presence under one pair code (one row per thinker and pair code), kept by '
 'presence_heartbeat. Online while status is online and last_seen_at is within a minute of '
-'paycore.clock(): a session is offline a minute after its last heartbeat, with no job. Read by '
-'its thinker.';
+'paycore.clock() (60 s still counts): a session is offline once more than a minute has passed '
+'since its last heartbeat, with no job. Read by its thinker.';
 comment on column public.presence_sessions.pair_code is
 'The keyword two people share to find each other (projekt_alpha, familie, ...): 1 to 64 '
 'characters, lowercase letters, digits, _ . -, stored lowercase.';
@@ -889,7 +889,7 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_uid uuid := paycore.marketplace_caller();
-    v_currency text := lower(p_currency);
+    v_currency text := lower(btrim(p_currency));
     v_application public.mortgage_applications;
 begin
     if p_desired_loan is null or p_desired_loan <= 0 then
@@ -912,8 +912,10 @@ begin
         raise exception 'p_max_interest must be a fraction above 0 and at most 1 with up to 4 decimals (0.0375 is 3.75 %%)'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if not exists (select 1 from public.properties as p where p.id = p_property_id) then
-        raise exception 'property % does not exist', p_property_id
+    -- A borrower applies for a property it registered: a property's address and details
+    -- reach lenders (list_open_mortgage_applications) only when its owner applies.
+    if not exists (select 1 from public.properties as p where p.id = p_property_id and p.owner_id = v_uid) then
+        raise exception 'property % does not exist (a borrower applies for a property it registered)', p_property_id
         using errcode = 'PT404', hint = 'not_found';
     end if;
 
@@ -951,7 +953,7 @@ comment on function public.apply_for_mortgage(text, bigint, text, integer, text,
 '(open): p_desired_loan > 0 cents of p_currency (stored lowercase), p_duration_years 1 to 50, '
 'p_rate_type fixed or variable, p_max_interest a fraction in (0, 1] with up to 4 decimals. '
 'One pending application per borrower and property: the same terms again return it, other '
-'terms PT409 invalid_state. Unknown property PT404. authenticated only.';
+'terms PT409 invalid_state. A property the caller did not register PT404. authenticated only.';
 
 create function public.make_mortgage_offer(p_application_id text, p_interest_rate numeric, p_monthly_payment bigint)
 returns public.mortgage_offers
@@ -1100,7 +1102,7 @@ as $$
 declare
     v_uid uuid := paycore.marketplace_caller();
     v_symbol text := upper(btrim(p_crypto_symbol));
-    v_currency text := lower(p_fiat_currency);
+    v_currency text := lower(btrim(p_fiat_currency));
     v_meta jsonb := coalesce(p_meta, '{}');
     v_transfer public.transfers;
     v_fees integer;

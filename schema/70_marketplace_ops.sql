@@ -56,8 +56,8 @@ create index presence_sessions_room_id_idx on public.presence_sessions (room_id)
 comment on table public.presence_sessions is
 'A thinker''s presence under one pair code (one row per thinker and pair code), kept by '
 'presence_heartbeat. Online while status is online and last_seen_at is within a minute of '
-'paycore.clock(): a session is offline a minute after its last heartbeat, with no job. Read by '
-'its thinker.';
+'paycore.clock() (60 s still counts): a session is offline once more than a minute has passed '
+'since its last heartbeat, with no job. Read by its thinker.';
 comment on column public.presence_sessions.pair_code is
 'The keyword two people share to find each other (projekt_alpha, familie, ...): 1 to 64 '
 'characters, lowercase letters, digits, _ . -, stored lowercase.';

@@ -148,42 +148,52 @@ as $$
 declare
     v_uid uuid := paycore.marketplace_caller();
     v_code text := paycore.check_pair_code(p_pair_code);
-    v_since timestamptz;
     v_me public.presence_sessions;
     v_my_public_id text;
     v_other public.presence_sessions;
     v_other_public_id text;
+    v_others public.presence_sessions[] := '{}';
+    v_room_ids text[] := '{}';
+    v_owner_ids uuid[] := '{}';
+    v_partner_ids uuid[] := '{}';
     v_room_id text;
 begin
     -- Asking for a match is a heartbeat too.
     v_me := paycore.presence_beat(v_uid, v_code, null);
-    v_since := v_me.last_seen_at - interval '1 minute';
     select t.public_id into v_my_public_id from public.thinkers as t where t.id = v_uid;
     for v_other in
         select s.*
         from public.presence_sessions as s
-        where s.pair_code = v_code and s.last_seen_at >= v_since and s.status = 'online'
-          and s.thinker_id <> v_uid
+        where s.pair_code = v_code and s.last_seen_at >= v_me.last_seen_at - interval '1 minute'
+          and s.status = 'online' and s.thinker_id <> v_uid
         order by s.last_seen_at desc, s.id
         limit 100
     loop
         select t.public_id into v_other_public_id from public.thinkers as t where t.id = v_other.thinker_id;
-        -- The pair's room: one id per pair and code, whoever asks first, so parallel matches
-        -- of a pair meet on the primary key and share one room.
-        v_room_id := 'presence:' || v_code || ':'
-            || least(v_my_public_id, v_other_public_id) || '+' || greatest(v_my_public_id, v_other_public_id);
+        -- The pair's room: one id per pair and code, whoever asks first.
+        v_others := v_others || v_other;
+        v_room_ids := v_room_ids || ('presence:' || v_code || ':'
+            || least(v_my_public_id, v_other_public_id) || '+' || greatest(v_my_public_id, v_other_public_id));
+        v_owner_ids := v_owner_ids || least(v_uid, v_other.thinker_id);
+        v_partner_ids := v_partner_ids || greatest(v_uid, v_other.thinker_id);
+    end loop;
+    -- The rooms in id order, the one order every caller shares: parallel matches of a pair
+    -- meet on the primary key without a deadlock, and share one room.
+    for v_room_id in
         insert into public.rooms (id, type, owner_id, partner_id, meta)
-        values (
-            v_room_id, 'mixed', least(v_uid, v_other.thinker_id), greatest(v_uid, v_other.thinker_id),
-            jsonb_build_object('source', 'presence', 'pair_code', v_code)
-        )
-        on conflict (id) do nothing;
-        if found then
-            perform paycore.log_event(
-                'presence.matched', v_uid, 'room', v_room_id, null, jsonb_build_object('pair_code', v_code)
-            );
-        end if;
-        v_other.room_id := v_room_id;
+        select r.id, 'mixed', r.owner_id, r.partner_id, jsonb_build_object('source', 'presence', 'pair_code', v_code)
+        from unnest(v_room_ids, v_owner_ids, v_partner_ids) as r (id, owner_id, partner_id)
+        order by r.id
+        on conflict (id) do nothing
+        returning id
+    loop
+        perform paycore.log_event(
+            'presence.matched', v_uid, 'room', v_room_id, null, jsonb_build_object('pair_code', v_code)
+        );
+    end loop;
+    for i in 1 .. coalesce(array_length(v_others, 1), 0) loop
+        v_other := v_others[i];
+        v_other.room_id := v_room_ids[i];
         return next v_other;
     end loop;
 end;

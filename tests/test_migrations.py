@@ -292,7 +292,8 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
                 ).fetchone()[0]
                 conn.execute("update auth.users set email = 't@example.test' where id = %s", (user,))
                 holder = conn.execute(
-                    "insert into auth.users (id, email) values (gen_random_uuid(), 'h@example.test') returning id"
+                    "insert into auth.users (id, email) "
+                    "values (gen_random_uuid(), 'h@example.test') returning id"
                 ).fetchone()[0]
             assert conn.execute(
                 "select email, full_name from public.profiles where id = %s", (user,)
@@ -310,8 +311,8 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
                 used = conn.execute("select public.check_usage_limit(null, 'cv_generations') ->> 'used'")
                 assert used.fetchone() == ("1",)
                 voucher = conn.execute(
-                    "select id from public.issue_voucher('consulting.session', 'S', 60, now() + interval '1 day', "
-                    "now() + interval '2 days', 1000, 'eur')"
+                    "select id from public.issue_voucher('consulting.session', 'S', 60, "
+                    "now() + interval '1 day', now() + interval '2 days', 1000, 'eur')"
                 ).fetchone()[0]
             # The marketplace's exclusion constraint needs btree_gist, created by 0012 in extensions.
             with conn.transaction():
@@ -319,7 +320,8 @@ def test_applies_and_rolls_back_on_a_supabase_shaped_database(db: str, make_data
                              (json.dumps({"sub": str(holder), "role": "authenticated"}),))
                 conn.execute("set local role authenticated")
                 booked = conn.execute(
-                    "select status from public.book_voucher(%s, date_trunc('hour', now()) + interval '25 hours')",
+                    "select status from public.book_voucher("
+                    "%s, date_trunc('hour', now()) + interval '25 hours')",
                     (voucher,),
                 )
                 assert booked.fetchone() == ("booked",)

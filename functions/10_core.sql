@@ -15,6 +15,13 @@ as $$
 declare
     v_id uuid;
 begin
+    if p_dedup_key is null then
+        -- Most events: a plain insert (no speculative insertion for a key that is not there).
+        insert into public.events (type, actor_id, subject_type, subject_id, app_id, meta)
+        values (p_type, p_actor_id, p_subject_type, p_subject_id, p_app_id, coalesce(p_meta, '{}'))
+        returning id into v_id;
+        return v_id;
+    end if;
     insert into public.events (type, actor_id, subject_type, subject_id, app_id, meta, dedup_key)
     values (p_type, p_actor_id, p_subject_type, p_subject_id, p_app_id, coalesce(p_meta, '{}'), p_dedup_key)
     on conflict (dedup_key) do nothing

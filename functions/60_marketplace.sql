@@ -293,7 +293,7 @@ begin
     v_description := coalesce(p_description, v_template.description);
     v_duration := coalesce(p_duration_minutes, v_template.default_duration);
 
-    if v_service_type is null or v_service_type !~ '^[a-z0-9][a-z0-9_.-]{0,99}$' then
+    if v_service_type is null or v_service_type !~ '^[a-z0-9][a-z0-9_.-]*$' or length(v_service_type) > 100 then
         raise exception 'p_service_type must be a slug: lowercase letters, digits, _ . -, up to 100 characters'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;

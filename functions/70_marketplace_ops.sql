@@ -25,7 +25,7 @@ as $$
 declare
     v_code text := lower(btrim(p_pair_code));
 begin
-    if v_code is null or v_code !~ '^[a-z0-9][a-z0-9_.-]{0,63}$' then
+    if v_code is null or v_code !~ '^[a-z0-9][a-z0-9_.-]*$' or length(v_code) > 64 then
         raise exception 'p_pair_code must be 1 to 64 letters, digits, _ . - (starting with a letter or digit)'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
@@ -627,7 +627,7 @@ begin
         raise exception 'p_direction must be in or out'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_wallet_address is null or p_wallet_address !~ '^[!-~]{1,200}$' then
+    if p_wallet_address is null or p_wallet_address !~ '^[!-~]+$' or length(p_wallet_address) > 200 then
         raise exception 'p_wallet_address must be 1 to 200 printable ASCII characters without spaces'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;

@@ -19,7 +19,7 @@ create table public.rooms (
     constraint rooms_pkey primary key (id),
     constraint rooms_owner_id_fkey foreign key (owner_id) references public.thinkers (id) on delete cascade,
     constraint rooms_partner_id_fkey foreign key (partner_id) references public.thinkers (id) on delete cascade,
-    constraint id_is_a_room_id check (id ~ '^[a-z]+:[a-z0-9_.:+-]{1,200}$'),
+    constraint id_is_a_room_id check (id ~ '^[a-z]+:[a-z0-9_.:+-]+$' and length(id) <= 250),
     constraint type_is_known check (type in ('text', 'video', 'file', 'contract', 'mixed')),
     constraint partner_is_not_the_owner check (partner_id <> owner_id),
     constraint meta_is_an_object check (jsonb_typeof(meta) = 'object')
@@ -53,12 +53,13 @@ create table public.presence_sessions (
     constraint presence_sessions_thinker_id_fkey foreign key (thinker_id)
     references public.thinkers (id) on delete cascade,
     constraint presence_sessions_room_id_fkey foreign key (room_id) references public.rooms (id) on delete set null,
-    constraint pair_code_is_a_keyword check (pair_code ~ '^[a-z0-9][a-z0-9_.-]{0,63}$'),
+    constraint pair_code_is_a_keyword check (pair_code ~ '^[a-z0-9][a-z0-9_.-]*$' and length(pair_code) <= 64),
     constraint status_is_known check (status in ('online', 'offline')),
     constraint beats_is_positive check (beats > 0)
 );
 create index presence_sessions_pair_code_last_seen_at_idx on public.presence_sessions (pair_code, last_seen_at);
-create index presence_sessions_last_seen_at_idx on public.presence_sessions (last_seen_at) include (pair_code, status);
+create index presence_sessions_last_seen_at_idx on public.presence_sessions (last_seen_at)
+include (pair_code, status, thinker_id);
 create index presence_sessions_room_id_idx on public.presence_sessions (room_id);
 comment on table public.presence_sessions is
 'A thinker''s presence under one pair code (one row per thinker and pair code), kept by '
@@ -240,8 +241,7 @@ create unique index mortgage_offers_application_id_accepted_key on public.mortga
 where status = 'accepted';
 create index mortgage_offers_lender_id_idx on public.mortgage_offers (lender_id);
 create index mortgage_offers_borrower_id_idx on public.mortgage_offers (borrower_id);
-create index mortgage_offers_status_created_at_idx on public.mortgage_offers (status, created_at)
-include (interest_rate);
+create index mortgage_offers_created_at_idx on public.mortgage_offers (created_at) include (status, interest_rate);
 comment on table public.mortgage_offers is
 'A lender''s offer on an application (make_mortgage_offer), one per lender and application: '
 'open, accepted (at most one per application: a unique partial index) or withdrawn (another '
@@ -313,7 +313,7 @@ create table public.transfers (
     constraint transfers_thinker_id_fkey foreign key (thinker_id) references public.thinkers (id) on delete cascade,
     constraint id_is_a_transfer_id check (id ~ '^tx-[0-9]{13}-[0-9a-f]{12}$'),
     constraint direction_is_known check (direction in ('in', 'out')),
-    constraint wallet_address_is_printable check (wallet_address ~ '^[!-~]{1,200}$'),
+    constraint wallet_address_is_printable check (wallet_address ~ '^[!-~]+$' and length(wallet_address) <= 200),
     constraint network_is_not_blank check (btrim(network) <> '' and length(network) <= 100),
     constraint crypto_amount_is_positive check (crypto_amount > 0),
     constraint crypto_symbol_is_a_ticker check (crypto_symbol ~ '^[A-Z0-9]{1,16}$'),
@@ -326,6 +326,9 @@ create table public.transfers (
 );
 create index transfers_created_at_idx on public.transfers (created_at)
 include (direction, network, fiat_currency, fiat_amount);
+-- As for bookings per day: the dashboard's groups are hashed, not sorted.
+create statistics public.transfers_created_day_stats (ndistinct)
+on ((created_at at time zone 'UTC')::date), direction, network, fiat_currency from public.transfers;
 comment on table public.transfers is
 'A telbank transfer a thinker logged (log_transfer): crypto in or out of a wallet against fiat '
 'on an external account; logged, then settled by the service (settle_transfer). Read by the '
@@ -519,7 +522,7 @@ as $$
 declare
     v_code text := lower(btrim(p_pair_code));
 begin
-    if v_code is null or v_code !~ '^[a-z0-9][a-z0-9_.-]{0,63}$' then
+    if v_code is null or v_code !~ '^[a-z0-9][a-z0-9_.-]*$' or length(v_code) > 64 then
         raise exception 'p_pair_code must be 1 to 64 letters, digits, _ . - (starting with a letter or digit)'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
@@ -1121,7 +1124,7 @@ begin
         raise exception 'p_direction must be in or out'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_wallet_address is null or p_wallet_address !~ '^[!-~]{1,200}$' then
+    if p_wallet_address is null or p_wallet_address !~ '^[!-~]+$' or length(p_wallet_address) > 200 then
         raise exception 'p_wallet_address must be 1 to 200 printable ASCII characters without spaces'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;

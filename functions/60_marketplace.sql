@@ -307,6 +307,11 @@ begin
         raise exception 'p_valid_from and p_valid_until are required'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
+    if not (isfinite(p_valid_from) and isfinite(p_valid_until))
+        or p_valid_until > paycore.clock() + interval '10 years' then
+        raise exception 'the validity must end within 10 years (finite times)'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if p_valid_until < p_valid_from + make_interval(mins => v_duration) then
         raise exception 'the validity % to % does not hold one slot of % minutes', p_valid_from, p_valid_until, v_duration
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -319,8 +324,8 @@ begin
         raise exception 'p_price_amount and p_price_currency go together: both or neither'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_price_amount < 0 or v_currency !~ '^[a-z]{3}$' then
-        raise exception 'the price must be at least 0 minor units of a 3-letter ISO 4217 currency'
+    if p_price_amount < 0 or p_price_amount > 1000000000000000 or v_currency !~ '^[a-z]{3}$' then
+        raise exception 'the price must be 0 to 10^15 minor units of a 3-letter ISO 4217 currency'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     perform paycore.check_json_object('p_terms', coalesce(p_terms, '{}'), 8192);
@@ -369,8 +374,8 @@ declare
     v_slot_end timestamptz;
     v_fees integer := 0;
 begin
-    if p_slot_start is null then
-        raise exception 'p_slot_start is required'
+    if p_slot_start is null or not isfinite(p_slot_start) then
+        raise exception 'p_slot_start is required (a finite time)'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     -- The voucher's row lock serialises everything done to one voucher (book, cancel,
@@ -385,7 +390,8 @@ begin
         raise exception 'the issuer cannot book its own voucher'
         using errcode = 'PT403', hint = 'forbidden';
     end if;
-    v_slot_end := p_slot_start + make_interval(mins => v_voucher.duration_minutes);
+    -- The end only of a slot that may lie in the validity (no overflow from a far start).
+    v_slot_end := least(p_slot_start, v_voucher.valid_until) + make_interval(mins => v_voucher.duration_minutes);
     if v_voucher.status = 'booked' then
         -- A retry: the holder booking its booked slot again gets that booking, nothing more.
         select b.* into v_booking from public.voucher_bookings as b
@@ -473,6 +479,11 @@ begin
     -- Locks in book_voucher's order: the voucher, then (by the update) the booking.
     select v.* into v_voucher from public.vouchers as v where v.id = v_booking.voucher_id for update;
     select b.* into v_booking from public.voucher_bookings as b where b.id = p_booking_id;
+    -- Under the lock again: a transfer committed meanwhile may have moved the booking on.
+    if v_uid not in (v_booking.issuer_id, v_booking.holder_id) then
+        raise exception 'booking % does not exist', p_booking_id
+        using errcode = 'PT404', hint = 'not_found';
+    end if;
     if v_booking.status = 'cancelled' then
         raise exception 'booking % is cancelled already', p_booking_id
         using errcode = 'PT409', hint = 'invalid_state';
@@ -650,12 +661,14 @@ begin
         select e.id, e.beneficiary_id, e.currency, e.amount_cents
         from public.fee_events as e
         where e.settlement_id is null and e.created_at < v_end
-        for update
+        -- Not for update: a reversal's foreign key check (key share) on its original must
+        -- not wait for the run, nor the run for open cancellations.
+        for no key update
     ),
     sums as (
         select
             p.beneficiary_id, p.currency,
-            sum(p.amount_cents)::bigint as total_cents, count(*)::integer as fee_event_count
+            sum(p.amount_cents) as total_cents, count(*)::integer as fee_event_count
         from picked as p
         group by p.beneficiary_id, p.currency
     ),
@@ -663,8 +676,11 @@ begin
         insert into public.settlements as s (
             beneficiary_id, period_from, period_to, total_cents, currency, fee_event_count
         )
-        select u.beneficiary_id, p_period_from, p_period_to, u.total_cents, u.currency, u.fee_event_count
+        select u.beneficiary_id, p_period_from, p_period_to, u.total_cents::bigint, u.currency, u.fee_event_count
         from sums as u
+        -- A group whose sum would not fit (bounded amounts make that unreachable) waits
+        -- rather than stop every other group's settlement.
+        where abs(u.total_cents) < 1000000000000000000
         on conflict (beneficiary_id, currency, period_from, period_to) do update
         set
             total_cents = s.total_cents + excluded.total_cents,
@@ -706,6 +722,10 @@ as $$
 declare
     v_settlement public.settlements;
 begin
+    if not paycore.caller_is_trusted() then
+        raise exception 'role % may not mark settlements', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     if p_status is null or p_status not in ('invoiced', 'paid') then
         raise exception 'p_status must be invoiced or paid'
         using errcode = 'PT400', hint = 'invalid_argument';

@@ -228,6 +228,11 @@ begin
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     perform paycore.check_text('p_storage_url', p_storage_url, 2048, true);
+    -- Shown to the other parties as a link: a storage URL or path, never javascript: or data:.
+    if p_storage_url !~ '^((https|s3|gs|r2|b2)://[^[:space:]"''<>\\]+|[A-Za-z0-9_][A-Za-z0-9_.%()+/ -]*)$' then
+        raise exception 'p_storage_url must be an https://, s3://, gs://, r2:// or b2:// URL or a storage path'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if v_hash is null or v_hash !~ '^[0-9a-f]{64}$' then
         raise exception 'p_hash_sha256 must be a SHA-256 as 64 hex digits'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -408,8 +413,8 @@ declare
     v_currency text := lower(btrim(p_currency));
     v_application public.mortgage_applications;
 begin
-    if p_desired_loan is null or p_desired_loan <= 0 then
-        raise exception 'p_desired_loan must be more than 0 minor units'
+    if p_desired_loan is null or p_desired_loan <= 0 or p_desired_loan > 1000000000000000 then
+        raise exception 'p_desired_loan must be 1 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     if v_currency is null or v_currency !~ '^[a-z]{3}$' then
@@ -486,8 +491,8 @@ begin
         raise exception 'p_interest_rate must be a fraction from 0 to 1 with up to 4 decimals (0.0375 is 3.75 %%)'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_monthly_payment is null or p_monthly_payment <= 0 then
-        raise exception 'p_monthly_payment must be more than 0 minor units'
+    if p_monthly_payment is null or p_monthly_payment <= 0 or p_monthly_payment > 1000000000000000 then
+        raise exception 'p_monthly_payment must be 1 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     -- The application's row lock serialises offers and the acceptance.
@@ -511,8 +516,10 @@ begin
         return v_offer;
     end if;
     if v_application.status not in ('open', 'offered') then
-        raise exception 'mortgage application % is %: it takes no more offers', p_application_id, v_application.status
-        using errcode = 'PT409', hint = 'invalid_state';
+        -- A closed application is listed nowhere: to a lender without an offer on it, it
+        -- does not exist.
+        raise exception 'mortgage application % does not exist', p_application_id
+        using errcode = 'PT404', hint = 'not_found';
     end if;
     if p_interest_rate > v_application.max_interest then
         raise exception 'the rate % is above the application''s max_interest %', p_interest_rate, v_application.max_interest
@@ -641,8 +648,8 @@ begin
         raise exception 'p_crypto_symbol must be 1 to 16 letters or digits'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_fiat_amount is null or p_fiat_amount < 0 then
-        raise exception 'p_fiat_amount must be at least 0 minor units'
+    if p_fiat_amount is null or p_fiat_amount < 0 or p_fiat_amount > 1000000000000000 then
+        raise exception 'p_fiat_amount must be 0 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     if v_currency is null or v_currency !~ '^[a-z]{3}$' then
@@ -707,6 +714,10 @@ as $$
 declare
     v_transfer public.transfers;
 begin
+    if not paycore.caller_is_trusted() then
+        raise exception 'role % may not settle transfers', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     select t.* into v_transfer from public.transfers as t where t.id = p_transfer_id for update;
     if not found then
         raise exception 'transfer % does not exist', p_transfer_id

@@ -4,9 +4,9 @@
 do $$
 begin
     if exists (
-        select 1 from public.fee_events as e where e.fee_id in ('transfer.logged', 'mortgage.accepted')
+        select 1 from public.fee_events as e where e.subject_type in ('transfer', 'mortgage_contract')
     ) then
-        raise exception 'rollback of 0013 refused: fee events of the rules transfer.logged or mortgage.accepted exist'
+        raise exception 'rollback of 0013 refused: fee events of transfers or mortgage contracts exist'
         using errcode = 'PT409', hint = 'invalid_state';
     end if;
 end;

@@ -181,7 +181,7 @@ create table public.mortgage_applications (
     constraint mortgage_applications_borrower_id_fkey foreign key (borrower_id)
     references public.thinkers (id) on delete cascade,
     constraint id_is_an_application_id check (id ~ '^ma-[0-9]{13}-[0-9a-f]{12}$'),
-    constraint desired_loan_is_positive check (desired_loan > 0),
+    constraint desired_loan_is_1_to_10e15 check (desired_loan between 1 and 1000000000000000),
     constraint currency_is_iso_lowercase check (currency ~ '^[a-z]{3}$'),
     constraint duration_is_1_to_50_years check (duration_years between 1 and 50),
     constraint rate_type_is_known check (rate_type in ('fixed', 'variable')),
@@ -233,7 +233,7 @@ create table public.mortgage_offers (
     constraint id_is_an_offer_id check (id ~ '^mo-[0-9]{13}-[0-9a-f]{12}$'),
     constraint lender_is_not_the_borrower check (lender_id <> borrower_id),
     constraint interest_rate_is_a_fraction check (interest_rate >= 0 and interest_rate <= 1),
-    constraint monthly_payment_is_positive check (monthly_payment > 0),
+    constraint monthly_payment_is_1_to_10e15 check (monthly_payment between 1 and 1000000000000000),
     constraint status_is_known check (status in ('open', 'accepted', 'withdrawn'))
 );
 -- Exactly one offer of an application can ever be accepted, whatever writes it.
@@ -317,7 +317,7 @@ create table public.transfers (
     constraint network_is_not_blank check (btrim(network) <> '' and length(network) <= 100),
     constraint crypto_amount_is_positive check (crypto_amount > 0),
     constraint crypto_symbol_is_a_ticker check (crypto_symbol ~ '^[A-Z0-9]{1,16}$'),
-    constraint fiat_amount_is_not_negative check (fiat_amount >= 0),
+    constraint fiat_amount_is_0_to_10e15 check (fiat_amount between 0 and 1000000000000000),
     constraint fiat_currency_is_iso_lowercase check (fiat_currency ~ '^[a-z]{3}$'),
     constraint external_account_is_at_most_200_characters check (length(external_account) <= 200),
     constraint status_is_known check (status in ('logged', 'settled')),
@@ -725,6 +725,11 @@ begin
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     perform paycore.check_text('p_storage_url', p_storage_url, 2048, true);
+    -- Shown to the other parties as a link: a storage URL or path, never javascript: or data:.
+    if p_storage_url !~ '^((https|s3|gs|r2|b2)://[^[:space:]"''<>\\]+|[A-Za-z0-9_][A-Za-z0-9_.%()+/ -]*)$' then
+        raise exception 'p_storage_url must be an https://, s3://, gs://, r2:// or b2:// URL or a storage path'
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
     if v_hash is null or v_hash !~ '^[0-9a-f]{64}$' then
         raise exception 'p_hash_sha256 must be a SHA-256 as 64 hex digits'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -905,8 +910,8 @@ declare
     v_currency text := lower(btrim(p_currency));
     v_application public.mortgage_applications;
 begin
-    if p_desired_loan is null or p_desired_loan <= 0 then
-        raise exception 'p_desired_loan must be more than 0 minor units'
+    if p_desired_loan is null or p_desired_loan <= 0 or p_desired_loan > 1000000000000000 then
+        raise exception 'p_desired_loan must be 1 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     if v_currency is null or v_currency !~ '^[a-z]{3}$' then
@@ -983,8 +988,8 @@ begin
         raise exception 'p_interest_rate must be a fraction from 0 to 1 with up to 4 decimals (0.0375 is 3.75 %%)'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_monthly_payment is null or p_monthly_payment <= 0 then
-        raise exception 'p_monthly_payment must be more than 0 minor units'
+    if p_monthly_payment is null or p_monthly_payment <= 0 or p_monthly_payment > 1000000000000000 then
+        raise exception 'p_monthly_payment must be 1 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     -- The application's row lock serialises offers and the acceptance.
@@ -1008,8 +1013,10 @@ begin
         return v_offer;
     end if;
     if v_application.status not in ('open', 'offered') then
-        raise exception 'mortgage application % is %: it takes no more offers', p_application_id, v_application.status
-        using errcode = 'PT409', hint = 'invalid_state';
+        -- A closed application is listed nowhere: to a lender without an offer on it, it
+        -- does not exist.
+        raise exception 'mortgage application % does not exist', p_application_id
+        using errcode = 'PT404', hint = 'not_found';
     end if;
     if p_interest_rate > v_application.max_interest then
         raise exception 'the rate % is above the application''s max_interest %', p_interest_rate, v_application.max_interest
@@ -1138,8 +1145,8 @@ begin
         raise exception 'p_crypto_symbol must be 1 to 16 letters or digits'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_fiat_amount is null or p_fiat_amount < 0 then
-        raise exception 'p_fiat_amount must be at least 0 minor units'
+    if p_fiat_amount is null or p_fiat_amount < 0 or p_fiat_amount > 1000000000000000 then
+        raise exception 'p_fiat_amount must be 0 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     if v_currency is null or v_currency !~ '^[a-z]{3}$' then
@@ -1204,6 +1211,10 @@ as $$
 declare
     v_transfer public.transfers;
 begin
+    if not paycore.caller_is_trusted() then
+        raise exception 'role % may not settle transfers', paycore.caller_role()
+        using errcode = 'PT403', hint = 'forbidden';
+    end if;
     select t.* into v_transfer from public.transfers as t where t.id = p_transfer_id for update;
     if not found then
         raise exception 'transfer % does not exist', p_transfer_id

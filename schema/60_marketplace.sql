@@ -129,7 +129,7 @@ create table public.vouchers (
         valid_until >= valid_from + make_interval(mins => duration_minutes)
     ),
     constraint price_has_amount_and_currency check ((price_amount is null) = (price_currency is null)),
-    constraint price_is_not_negative check (price_amount >= 0),
+    constraint price_is_0_to_10e15 check (price_amount between 0 and 1000000000000000),
     constraint price_currency_is_iso_lowercase check (price_currency ~ '^[a-z]{3}$'),
     constraint status_is_known check (status in ('issued', 'booked', 'consumed', 'cancelled', 'expired')),
     constraint consumed_at_iff_consumed check ((status = 'consumed') = (consumed_at is not null)),
@@ -245,7 +245,7 @@ create table public.fees (
     constraint id_is_a_slug check (id ~ '^[a-z0-9][a-z0-9_.-]*$' and length(id) <= 100),
     constraint scope_is_known check (scope in ('voucher', 'transfer', 'room', 'mortgage')),
     constraint percentage_is_0_to_1 check (percentage between 0 and 1),
-    constraint fixed_amount_is_not_negative check (fixed_amount >= 0),
+    constraint fixed_amount_is_0_to_10e15 check (fixed_amount between 0 and 1000000000000000),
     constraint currency_is_iso_lowercase check (currency ~ '^[a-z]{3}$'),
     constraint fixed_amount_has_a_currency check (fixed_amount = 0 or currency is not null),
     constraint meta_is_an_object check (jsonb_typeof(meta) = 'object')

@@ -174,7 +174,7 @@ create table public.mortgage_applications (
     constraint mortgage_applications_borrower_id_fkey foreign key (borrower_id)
     references public.thinkers (id) on delete cascade,
     constraint id_is_an_application_id check (id ~ '^ma-[0-9]{13}-[0-9a-f]{12}$'),
-    constraint desired_loan_is_positive check (desired_loan > 0),
+    constraint desired_loan_is_1_to_10e15 check (desired_loan between 1 and 1000000000000000),
     constraint currency_is_iso_lowercase check (currency ~ '^[a-z]{3}$'),
     constraint duration_is_1_to_50_years check (duration_years between 1 and 50),
     constraint rate_type_is_known check (rate_type in ('fixed', 'variable')),
@@ -226,7 +226,7 @@ create table public.mortgage_offers (
     constraint id_is_an_offer_id check (id ~ '^mo-[0-9]{13}-[0-9a-f]{12}$'),
     constraint lender_is_not_the_borrower check (lender_id <> borrower_id),
     constraint interest_rate_is_a_fraction check (interest_rate >= 0 and interest_rate <= 1),
-    constraint monthly_payment_is_positive check (monthly_payment > 0),
+    constraint monthly_payment_is_1_to_10e15 check (monthly_payment between 1 and 1000000000000000),
     constraint status_is_known check (status in ('open', 'accepted', 'withdrawn'))
 );
 -- Exactly one offer of an application can ever be accepted, whatever writes it.
@@ -310,7 +310,7 @@ create table public.transfers (
     constraint network_is_not_blank check (btrim(network) <> '' and length(network) <= 100),
     constraint crypto_amount_is_positive check (crypto_amount > 0),
     constraint crypto_symbol_is_a_ticker check (crypto_symbol ~ '^[A-Z0-9]{1,16}$'),
-    constraint fiat_amount_is_not_negative check (fiat_amount >= 0),
+    constraint fiat_amount_is_0_to_10e15 check (fiat_amount between 0 and 1000000000000000),
     constraint fiat_currency_is_iso_lowercase check (fiat_currency ~ '^[a-z]{3}$'),
     constraint external_account_is_at_most_200_characters check (length(external_account) <= 200),
     constraint status_is_known check (status in ('logged', 'settled')),

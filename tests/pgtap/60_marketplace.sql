@@ -2,7 +2,7 @@
 -- transfer_voucher with their fee events; paycore.settle_fees and mark_settlement; the
 -- append-only and settlement guards; who sees what.
 begin;
-select plan(205);
+select plan(210);
 
 -- Owner-only helpers (called after tests.reset_role()).
 -- Everything a marketplace call may write: a refused call leaves it as it was.
@@ -187,6 +187,16 @@ select tests.throws_hint(
     $$select issue_voucher('consulting.session', 'x', 60, '2031-03-09 00:00+00', '2031-03-10 09:00+00')$$,
     'PT400', 'invalid_argument', 'a validity ending now (in the past) is PT400');
 select tests.throws_hint(
+    $$select issue_voucher('consulting.session', 'x', 60, '2031-03-11 00:00+00', 'infinity')$$,
+    'PT400', 'invalid_argument', 'an infinite validity is PT400');
+select tests.throws_hint(
+    $$select issue_voucher('consulting.session', 'x', 60, '2031-03-11 00:00+00', '2042-03-11 00:00+00')$$,
+    'PT400', 'invalid_argument', 'a validity ending more than 10 years ahead is PT400');
+select tests.throws_hint(
+    $$select issue_voucher('consulting.session', 'x', 60, '2031-03-11 00:00+00', '2031-03-20 00:00+00',
+        1000000000000001, 'eur')$$,
+    'PT400', 'invalid_argument', 'a price above 10^15 is PT400');
+select tests.throws_hint(
     $$select issue_voucher('consulting.session', 'x', 60, null, '2031-03-20 00:00+00')$$,
     'PT400', 'invalid_argument', 'no valid_from is PT400');
 select tests.throws_hint(
@@ -347,6 +357,10 @@ select tests.throws_hint(format($$select book_voucher(%L, '2031-03-11 23:30+00')
     'invalid_argument', 'a slot partly after the validity is PT400');
 select tests.throws_hint(format($$select book_voucher(%L, '2031-03-10 08:00+00')$$, :'xp'), 'PT400',
     'invalid_argument', 'a slot in the past (inside the validity) is PT400');
+select tests.throws_hint(format($$select book_voucher(%L, 'infinity')$$, :'x1'), 'PT400',
+    'invalid_argument', 'an infinite slot start is PT400');
+select tests.throws_hint(format($$select book_voucher(%L, '294276-12-31 23:00+00')$$, :'x1'), 'PT400',
+    'invalid_argument', 'a slot at the end of time is PT400, not an overflow');
 select tests.travel_to('2031-03-12 06:00+00');
 select tests.throws_hint(format($$select book_voucher(%L, '2031-03-12 07:00+00')$$, :'x3'), 'PT409',
     'invalid_state', 'a voucher past its valid_until is expired: PT409 (before any check of the slot)');

@@ -3,7 +3,7 @@
 -- transfers with their fee and settlement; fees of every scope settled together; who sees
 -- what; the dashboards.
 begin;
-select plan(214);
+select plan(218);
 
 -- Owner-only helpers (called after tests.reset_role()).
 -- Everything a call of this module may write: a refused call leaves it as it was.
@@ -725,8 +725,20 @@ select tests.throws_hint(format('select accept_mortgage_offer(%L)', :'mo_c'), 'P
 select tests.throws_hint(format('select accept_mortgage_offer(%L)', :'mo_d'), 'PT409', 'invalid_state',
     'accepting another offer of the accepted application is PT409');
 select tests.authenticate_as(:'e');
-select tests.throws_hint(format('select make_mortgage_offer(%L, 0.03, 100000)', :'ma1'), 'PT409', 'invalid_state',
-    'an offer on an accepted application is PT409');
+select tests.throws_hint(format('select make_mortgage_offer(%L, 0.03, 100000)', :'ma1'), 'PT404', 'not_found',
+    'an offer on an accepted application is PT404: a closed application is listed nowhere');
+select tests.throws_hint(
+    $$select register_contract('x', 'application/pdf', 1, 'javascript:alert(1)', repeat('e', 64))$$,
+    'PT400', 'invalid_argument', 'a javascript: storage_url is PT400');
+select tests.throws_hint(
+    $$select register_contract('x', 'application/pdf', 1, 'http://example.test/c.pdf', repeat('e', 64))$$,
+    'PT400', 'invalid_argument', 'a plain http storage_url is PT400');
+select tests.throws_hint(
+    $$select log_transfer('in', '0xabc', 'Polygon', 1, 'ETH', 1000000000000001, 'eur')$$,
+    'PT400', 'invalid_argument', 'a fiat amount above 10^15 is PT400');
+select tests.throws_hint(
+    $$select apply_for_mortgage('house-1', 1000000000000001, 'eur', 10, 'fixed', 0.05)$$,
+    'PT400', 'invalid_argument', 'a loan above 10^15 is PT400');
 select tests.authenticate_as(:'c');
 select results_eq(format('select id, status from make_mortgage_offer(%L, 0.0350, 150000)', :'ma1'),
     format($$values (%L, 'accepted')$$, :'mo_c'), 'the lender''s retry with the same terms returns its offer');

@@ -9,7 +9,7 @@ LOCALDB := $(PY) scripts/localdb.py
 # stop and clean also work before the venv exists (or after it is gone): the system python3.
 LOCALDB_ANY := $$(test -x $(PY) && echo $(PY) || echo python3) scripts/localdb.py
 
-.PHONY: setup system-deps run start stop migrate psql demo test lint sqlfluff squawk ruff pytest pgtap docs bench bench-usage bench-ecosystem bench-marketplace \
+.PHONY: setup system-deps run start stop migrate psql demo test lint sqlfluff squawk ruff pytest pgtap docs bench bench-usage bench-ecosystem bench-marketplace bench-dashboards \
 	clean help
 
 ## setup: Debian packages (PostgreSQL 15, pgTAP, plpgsql_check, python3-venv) and the venv.
@@ -98,6 +98,10 @@ bench-ecosystem: setup
 ## bench-marketplace: book_voucher against a bare-SQL floor, as a signed-in user (not a test).
 bench-marketplace: setup
 	$(PY) bench/marketplace.py
+
+## bench-dashboards: the six marketplace dashboard views at 1M rows, with and without their index (not a test).
+bench-dashboards: setup
+	$(PY) bench/dashboards.py
 
 ## clean: stop and remove the project cluster (.pgdata/ and any fallback dir) and the venv.
 clean:

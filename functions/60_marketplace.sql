@@ -308,8 +308,8 @@ begin
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     if not (isfinite(p_valid_from) and isfinite(p_valid_until))
-        or p_valid_until > paycore.clock() + interval '10 years' then
-        raise exception 'the validity must end within 10 years (finite times)'
+        or p_valid_until > paycore.clock() + interval '100 years' then
+        raise exception 'the validity must end within 100 years (finite times)'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     if p_valid_until < p_valid_from + make_interval(mins => v_duration) then

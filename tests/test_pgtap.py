@@ -56,7 +56,8 @@ def test_pgtap_file(db: str, path: Path) -> None:
     proc = subprocess.run(
         [str(localdb.PG_BIN / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
          "-d", db, "-f", str(path)],
-        capture_output=True, text=True, timeout=600,
+        # From the repository root: files read fixtures (tests/fixtures/) by relative path.
+        capture_output=True, text=True, timeout=600, cwd=localdb.ROOT,
     )
     problems = tap_problems(proc.stdout)
     if proc.returncode != 0:

@@ -32,6 +32,7 @@ declare
     v_application text;
     v_offer text;
     v_transfer text;
+    v_checkout uuid;
 begin
     foreach v_type in array array['uuid', 'text', 'jsonb', 'timestamptz', 'int8', 'int4', 'bool'] loop
         execute format('create domain pg_temp.%I as pg_catalog.%I check (pg_temp.shadow_ran(value))',
@@ -74,6 +75,44 @@ begin
     begin perform public.record_nudge(v_user, 'cv', 'cv.shadow', 'email', '{}');
     exception when others then v_hits := v_hits || 'record_nudge'::pg_catalog.text; end;
     begin perform public.get_ecosystem_stats(7); exception when others then v_hits := v_hits || 'get_ecosystem_stats'::pg_catalog.text; end;
+    begin select c.id into v_checkout from public.begin_credit_checkout(v_user, 'pkg_100_credits') as c;
+    exception when others then v_hits := v_hits || 'begin_credit_checkout'::pg_catalog.text; end;
+    begin perform public.get_platform_credit_status(); exception when others then v_hits := v_hits || 'get_platform_credit_status'::pg_catalog.text; end;
+    begin perform public.attach_checkout_session(v_checkout, 'cs_test_guard_shadow', pg_catalog.now() + '1 hour'::pg_catalog.interval);
+    exception when others then v_hits := v_hits || 'attach_checkout_session'::pg_catalog.text; end;
+    begin perform public.release_credit_checkout((public.begin_credit_checkout(v_user, 'pkg_100_credits')).id);
+    exception when others then v_hits := v_hits || 'release_credit_checkout'::pg_catalog.text; end;
+    begin
+        insert into public.prices (stripe_price_id, app_id, tier_id) values ('price_guard_shadow', 'cv', 'premium');
+        perform public.begin_subscription_checkout(v_user, 'price_guard_shadow');
+    exception when others then v_hits := v_hits || 'begin_subscription_checkout'::pg_catalog.text; end;
+    begin
+        if paycore.apply_stripe_event(pg_catalog.jsonb_build_object(
+            'id', 'evt_guard_shadow', 'type', 'checkout.session.completed', 'created', 1785000000,
+            'livemode', false, 'api_version', '2026-07-29.dahlia',
+            'data', pg_catalog.jsonb_build_object('object', pg_catalog.jsonb_build_object(
+                'id', 'cs_test_guard_shadow', 'object', 'checkout.session', 'mode', 'payment',
+                'status', 'complete', 'payment_status', 'paid', 'amount_total', 1000, 'currency', 'usd',
+                'payment_intent', 'pi_guard_shadow', 'client_reference_id', v_user::pg_catalog.text,
+                'metadata', pg_catalog.jsonb_build_object('checkout_id', v_checkout::pg_catalog.text))))
+        ) <> 'applied' then
+            v_hits := v_hits || 'apply_stripe_event result'::pg_catalog.text;
+        end if;
+    exception when others then v_hits := v_hits || 'apply_stripe_event'::pg_catalog.text; end;
+    begin
+        if paycore.apply_stripe_event(pg_catalog.jsonb_build_object(
+            'id', 'evt_guard_shadow_fail', 'type', 'checkout.session.completed', 'created', 1785000001,
+            'data', pg_catalog.jsonb_build_object('object', pg_catalog.jsonb_build_object(
+                'id', 'cs_test_guard_fail', 'mode', 'payment', 'status', 'complete', 'payment_status', 'paid',
+                'metadata', pg_catalog.jsonb_build_object('user_id', v_user::pg_catalog.text, 'package_id', 'nope'))))
+        ) <> 'failed' then
+            v_hits := v_hits || 'apply_stripe_event failure'::pg_catalog.text;
+        end if;
+    exception when others then v_hits := v_hits || 'apply_stripe_event failure'::pg_catalog.text; end;
+    begin
+        insert into public.credit_packages (id, name, credits, price_amount) values ('nope', 'Nope', 5, 100);
+        perform public.retry_stripe_event('evt_guard_shadow_fail');
+    exception when others then v_hits := v_hits || 'retry_stripe_event'::pg_catalog.text; end;
     perform set_config('request.jwt.claims',
         json_build_object('sub', v_user, 'role', 'authenticated')::pg_catalog.text, true);
     perform set_config('role', 'authenticated', true);
@@ -224,7 +263,18 @@ select set_eq(
         ('make_mortgage_offer(text,numeric,bigint)', 'authenticated'),
         ('accept_mortgage_offer(text)', 'authenticated'),
         ('log_transfer(text,text,text,numeric,text,bigint,text,text,jsonb,text)', 'authenticated'),
-        ('settle_transfer(text)', 'service_role')
+        ('settle_transfer(text)', 'service_role'),
+        ('paycore.apply_stripe_event(jsonb)', 'paycore_webhook'),
+        ('begin_credit_checkout(uuid,text)', 'service_role'),
+        ('begin_credit_checkout(uuid,text)', 'paycore_webhook'),
+        ('get_platform_credit_status()', 'service_role'),
+        ('retry_stripe_event(text)', 'service_role'),
+        ('begin_subscription_checkout(uuid,text)', 'service_role'),
+        ('begin_subscription_checkout(uuid,text)', 'paycore_webhook'),
+        ('attach_checkout_session(uuid,text,timestamp with time zone)', 'service_role'),
+        ('attach_checkout_session(uuid,text,timestamp with time zone)', 'paycore_webhook'),
+        ('release_credit_checkout(uuid)', 'service_role'),
+        ('release_credit_checkout(uuid)', 'paycore_webhook')
     $$,
     'EXECUTE on public and paycore functions is exactly the declared matrix'
 );
@@ -409,6 +459,32 @@ select tests.authenticate_as(:'b');
 select from accept_mortgage_offer(:'offer_b');
 select tests.reset_role();
 select tests.travel_to(now());
+-- Stripe: a and b each a paid credit checkout, an invoice and a payment intent.
+create function pg_temp.guard_stripe(p_n text, p_user uuid)
+returns void
+language plpgsql
+as $$
+begin
+    perform paycore.apply_stripe_event(jsonb_build_object(
+        'id', 'evt_guard_cs_' || p_n, 'type', 'checkout.session.completed', 'created', 1785000000,
+        'data', jsonb_build_object('object', jsonb_build_object(
+            'id', 'cs_test_guard_' || p_n, 'mode', 'payment', 'status', 'complete', 'payment_status', 'paid',
+            'payment_intent', 'pi_guard_' || p_n,
+            'metadata', jsonb_build_object('user_id', p_user, 'package_id', 'pkg_100_credits')))));
+    perform paycore.apply_stripe_event(jsonb_build_object(
+        'id', 'evt_guard_in_' || p_n, 'type', 'invoice.paid', 'created', 1785000000,
+        'data', jsonb_build_object('object', jsonb_build_object(
+            'id', 'in_guard_' || p_n, 'status', 'paid', 'amount_paid', 900, 'currency', 'usd',
+            'metadata', jsonb_build_object('user_id', p_user)))));
+    perform paycore.apply_stripe_event(jsonb_build_object(
+        'id', 'evt_guard_pi_' || p_n, 'type', 'payment_intent.succeeded', 'created', 1785000000,
+        'data', jsonb_build_object('object', jsonb_build_object(
+            'id', 'pi_guard_' || p_n, 'object', 'payment_intent', 'amount', 1000, 'currency', 'usd',
+            'status', 'succeeded'))));
+end;
+$$;
+select pg_temp.guard_stripe('a', :'a');
+select pg_temp.guard_stripe('b', :'b');
 select from paycore.settle_fees((now() at time zone 'UTC')::date - 3000, (now() at time zone 'UTC')::date - 1);
 select tests.authenticate_as(:'b');
 select from track_event('guards', 'seeded');
@@ -457,11 +533,11 @@ select is_empty(format('select * from pg_temp.rows_of_others(%L)', :'a'),
     'a signed-in user sees no row of another user in any public table');
 select tests.reset_role();
 select cmp_ok(
-    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 27,
+    (select count(*)::int from pg_temp.rows_of_others(:'a')), '>=', 31,
     '... while those rows exist (credits, ledger, generations, events, profiles, subscriptions, '
     'payments, usage, readings, versions, matchings, nudges, thinkers, vouchers, bookings, fee '
     'events, settlements, presence, rooms, contracts, links, properties, applications, offers, '
-    'mortgage contracts, transfers)'
+    'mortgage contracts, transfers, checkout sessions, credit purchases, payment and invoice logs)'
 );
 
 select * from finish();

@@ -10,7 +10,7 @@ LOCALDB := $(PY) scripts/localdb.py
 LOCALDB_ANY := $$(test -x $(PY) && echo $(PY) || echo python3) scripts/localdb.py
 
 .PHONY: setup system-deps run start stop migrate psql demo test lint sqlfluff squawk ruff pytest pgtap docs bench bench-usage bench-ecosystem bench-marketplace bench-dashboards \
-	clean help
+	bench-stripe stripe-replay clean help
 
 ## setup: Debian packages (PostgreSQL 15, pgTAP, plpgsql_check, python3-venv) and the venv.
 setup: system-deps $(STAMP)
@@ -102,6 +102,14 @@ bench-marketplace: setup
 ## bench-dashboards: the six marketplace dashboard views at 1M rows, with and without their index (not a test).
 bench-dashboards: setup
 	$(PY) bench/dashboards.py
+
+## bench-stripe: signed Stripe events/s through gunicorn against a no-op route of the same gunicorn (not a test).
+bench-stripe: setup
+	$(PY) bench/stripe.py
+
+## stripe-replay: apply the Stripe events of the last HOURS (default 72) from the Stripe API; safe to rerun.
+stripe-replay: setup
+	$(VENV)/bin/paycore-stripe-replay $(if $(HOURS),--hours $(HOURS))
 
 ## clean: stop and remove the project cluster (.pgdata/ and any fallback dir) and the venv.
 clean:

@@ -321,7 +321,7 @@ declare
     v_credits record;
     v_session public.checkout_sessions;
 begin
-    if not exists (select 1 from auth.users as u where u.id = v_uid) then
+    if not exists (select 1 from auth.users as u where u.id = v_uid and u.deleted_at is null) then
         raise exception 'user % does not exist', v_uid
         using errcode = 'PT404', hint = 'not_found';
     end if;
@@ -375,7 +375,7 @@ declare
     v_price public.prices;
     v_session public.checkout_sessions;
 begin
-    if not exists (select 1 from auth.users as u where u.id = v_uid) then
+    if not exists (select 1 from auth.users as u where u.id = v_uid and u.deleted_at is null) then
         raise exception 'user % does not exist', v_uid
         using errcode = 'PT404', hint = 'not_found';
     end if;

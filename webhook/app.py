@@ -6,6 +6,9 @@ status. Business rules live in the database, never here.
 
 Database unavailability (no connection in time, connection lost, statement timeout) is a
 503 on every route, so callers such as Stripe retry; it is never a 500.
+
+Routes: ``GET /healthz``; ``POST /stripe/webhook`` (webhook/stripe_webhook.py);
+``POST /checkout`` (webhook/checkout.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from flask.typing import ResponseReturnValue
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 
+from webhook import checkout, stripe_webhook
 from webhook.config import ConfigError, Settings
 
 __all__ = ["ConfigError", "Settings", "create_app", "database", "get_services"]
@@ -67,6 +71,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_error_handler(psycopg.OperationalError, _database_unavailable)
     app.register_error_handler(HTTPException, _http_error)
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
+    stripe_webhook.register(app, settings)
+    checkout.register(app, settings)
     return app
 
 

@@ -40,7 +40,7 @@
 -- A user no event knows yet: created later, for retry_stripe_event.
 \set x '0e6d5c4b-2a19-4f87-b6e5-d4c3b2a19f87'
 begin;
-select plan(177);
+select plan(178);
 
 create temporary table fx (name text primary key, ev jsonb not null);
 insert into fx (name, ev)
@@ -1073,6 +1073,11 @@ select results_eq(
     ),
     $$values ('subscription', 'cv', null::text)$$,
     '... of a known one a subscription checkout of its app, without reservation');
+select tests.reset_role();
+update auth.users set deleted_at = now() where id = :'k';
+select tests.authenticate_as_service_role();
+select tests.throws_hint(format($$select public.begin_credit_checkout(%L, 'pkg_100_credits')$$, :'k'),
+    'PT404', 'not_found', 'a user Supabase Auth soft-deleted begins no checkout');
 select tests.reset_role();
 
 select * from finish();

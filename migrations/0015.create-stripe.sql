@@ -300,7 +300,7 @@ as $$
     select
         case when jsonb_typeof(paycore.setting('platform_credit_capacity')) = 'number'
             then (paycore.setting('platform_credit_capacity') #>> '{}')::bigint end,
-        (select coalesce(sum(p.credits - p.credits_clawed_back - p.credits_unrecovered), 0)::bigint
+        (select coalesce(sum(p.credits - p.credits_clawed_back), 0)::bigint
          from public.user_credit_purchases as p),
         (select coalesce(sum(c.credits), 0)::bigint
          from public.checkout_sessions as c
@@ -308,7 +308,8 @@ as $$
 $$;
 comment on function paycore.platform_credits() is
 'The credit capacity (null: no limit), the credits sold (granted by purchases, less what '
-'refunds took back or could not) and those reserved by checkouts still holding them. Internal.';
+'refunds took back: credits spent before a refund stay sold) and those reserved by checkouts '
+'still holding them. Internal.';
 
 create function public.begin_credit_checkout(p_user_id uuid, p_package_id text)
 returns public.checkout_sessions
@@ -519,6 +520,9 @@ declare
     v_session public.checkout_sessions;
     v_purchase_id uuid;
     v_change record;
+    v_expected_amount bigint;
+    v_expected_currency text;
+    v_charged bigint;
 begin
     if v_cs is null or v_cs !~ '^cs_[A-Za-z0-9_]+$' or coalesce(v_mode, '') not in ('payment', 'subscription')
         or coalesce(v_object ->> 'status', 'open') not in ('open', 'complete', 'expired') then
@@ -536,6 +540,10 @@ begin
     end if;
     if v_session.id is not null and v_user is not null and v_session.user_id <> v_user then
         raise exception 'session % belongs to another user than its metadata names', v_cs
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if v_session.mode <> v_mode then
+        raise exception 'session % is of mode % but checkout % is of mode %', v_cs, v_mode, v_session.id, v_session.mode
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     if v_session.stripe_session_id <> v_cs then
@@ -558,10 +566,11 @@ begin
             end if;
         end if;
         insert into public.checkout_sessions (
-            user_id, mode, package_id, credits, app_id, stripe_session_id, expires_at
+            user_id, mode, package_id, credits, amount_total, currency, app_id, stripe_session_id, expires_at
         )
         values (
-            v_user, v_mode, v_package.id, v_package.credits, v_object #>> '{metadata,app_id}', v_cs,
+            v_user, v_mode, v_package.id, v_package.credits, v_package.price_amount, v_package.currency,
+            v_object #>> '{metadata,app_id}', v_cs,
             coalesce(paycore.stripe_time(v_object -> 'expires_at'), v_time + interval '24 hours')
         )
         on conflict (stripe_session_id) do nothing
@@ -578,8 +587,11 @@ begin
         stripe_session_id = v_cs,
         status = coalesce(v_object ->> 'status', c.status),
         payment_status = coalesce(v_object ->> 'payment_status', c.payment_status),
-        amount_total = coalesce(paycore.stripe_amount(v_object -> 'amount_total'), c.amount_total),
-        currency = coalesce(lower(v_object ->> 'currency'), c.currency),
+        -- A credit checkout keeps the package's price it began with: what a payment is checked against.
+        amount_total = case when c.mode = 'subscription'
+            then coalesce(paycore.stripe_amount(v_object -> 'amount_total'), c.amount_total) else c.amount_total end,
+        currency = case when c.mode = 'subscription'
+            then coalesce(lower(v_object ->> 'currency'), c.currency) else c.currency end,
         stripe_payment_intent_id = coalesce(v_object ->> 'payment_intent', c.stripe_payment_intent_id),
         stripe_customer_id = coalesce(v_object ->> 'customer', c.stripe_customer_id),
         stripe_subscription_id = coalesce(v_object ->> 'subscription', c.stripe_subscription_id),
@@ -597,6 +609,20 @@ begin
     end if;
     if v_type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded')
         and v_object ->> 'payment_status' = 'paid' then
+        -- What was charged (before discounts: a coupon is the merchant's choice) must be the
+        -- package's price, in its currency: a session of another integration on the same
+        -- Stripe account, or one built by hand, cannot buy a package for less.
+        select coalesce(v_session.amount_total, p.price_amount), coalesce(v_session.currency, p.currency)
+        into v_expected_amount, v_expected_currency
+        from public.credit_packages as p where p.id = v_session.package_id;
+        v_charged := coalesce(
+            paycore.stripe_amount(v_object -> 'amount_subtotal'), paycore.stripe_amount(v_object -> 'amount_total')
+        );
+        if v_charged is distinct from v_expected_amount or lower(v_object ->> 'currency') is distinct from v_expected_currency then
+            raise exception 'session % charged % % for package % priced % %', v_cs, v_charged, lower(v_object ->> 'currency'),
+                v_session.package_id, v_expected_amount, v_expected_currency
+            using errcode = 'PT400', hint = 'invalid_argument';
+        end if;
         -- The grant, once per session whichever event reports the payment first.
         insert into public.user_credit_purchases (
             user_id, checkout_session_id, stripe_session_id, package_id, credits, amount, currency,
@@ -667,13 +693,18 @@ begin
     )) desc, i.n
     limit 1;
     v_price_id := coalesce(v_item #>> '{price,id}', v_item #>> '{plan,id}', v_object #>> '{plan,id}');
+    select s.* into v_existing from public.user_subscriptions as s where s.stripe_subscription_id = v_sub for update;
     select p.* into v_price from public.prices as p where p.stripe_price_id = v_price_id;
     if not found then
-        raise exception 'subscription % has no price paycore knows (%): add it to public.prices', v_sub, v_price_id
-        using errcode = 'PT404', hint = 'not_found';
+        -- A known subscription keeps its app and tier (its cancellation must never be lost
+        -- for a price nobody mapped); a new one cannot be placed.
+        if v_existing.id is null then
+            raise exception 'subscription % has no price paycore knows (%): add it to public.prices', v_sub, v_price_id
+            using errcode = 'PT404', hint = 'not_found';
+        end if;
+        v_price := row(v_existing.stripe_price_id, v_existing.app_id, v_existing.tier_id, null, null)::public.prices;
+        v_price_id := v_existing.stripe_price_id;
     end if;
-
-    select s.* into v_existing from public.user_subscriptions as s where s.stripe_subscription_id = v_sub for update;
     select c.* into v_session from public.checkout_sessions as c where c.stripe_subscription_id = v_sub
     order by c.created_at limit 1;
     v_user := coalesce(paycore.stripe_user(v_object -> 'metadata', null), v_existing.user_id, v_session.user_id);
@@ -777,14 +808,23 @@ begin
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
     select s.* into v_subscription from public.user_subscriptions as s where s.stripe_subscription_id = v_sub;
+    -- The subscription's owner; metadata only for an invoice paycore knows no subscription of,
+    -- and metadata that names someone else is refused.
     v_user := coalesce(
         paycore.stripe_user(
             coalesce(v_object #> '{parent,subscription_details,metadata}', v_object #> '{subscription_details,metadata}'),
             null
         ),
-        v_subscription.user_id,
         paycore.stripe_user(v_object -> 'metadata', null)
     );
+    if v_subscription.user_id is not null then
+        if v_user is not null and v_user <> v_subscription.user_id then
+            raise exception 'invoice % names user % but subscription % is of user %', v_invoice, v_user, v_sub,
+                v_subscription.user_id
+            using errcode = 'PT400', hint = 'invalid_argument';
+        end if;
+        v_user := v_subscription.user_id;
+    end if;
     if v_user is null then
         raise exception 'invoice % names no user (subscription metadata user_id, or a known subscription)', v_invoice
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -821,12 +861,31 @@ begin
 
     -- A paid subscription invoice (its creation or a renewal) grants the tier's monthly
     -- credits, once per invoice.
-    if v_paid and v_sub is not null
-        and coalesce(v_object ->> 'billing_reason', 'subscription_cycle') in ('subscription_create', 'subscription_cycle') then
+    if v_paid and v_sub is not null and coalesce(v_amount_paid, 0) > 0
+        and v_object ->> 'billing_reason' in ('subscription_create', 'subscription_cycle') then
+        -- The line whose price paycore knows (not a one-off item that happens to come first),
+        -- else the subscription's price.
+        select coalesce(l.value #>> '{pricing,price_details,price}', l.value #>> '{price,id}', l.value #>> '{plan,id}')
+        into v_price_id
+        from jsonb_array_elements(
+            case when jsonb_typeof(v_object #> '{lines,data}') = 'array' then v_object #> '{lines,data}' else '[]' end
+        ) as l (value)
+        where exists (
+            select 1 from public.prices as p
+            where p.stripe_price_id = coalesce(
+                l.value #>> '{pricing,price_details,price}', l.value #>> '{price,id}', l.value #>> '{plan,id}'
+            )
+        )
+        limit 1;
+        v_price_id := coalesce(v_price_id, v_subscription.stripe_price_id);
         select t.monthly_credits into v_credits
         from public.tiers as t
         join public.prices as p on p.app_id = t.app_id and p.tier_id = t.id
-        where p.stripe_price_id = coalesce(v_price_id, v_subscription.stripe_price_id);
+        where p.stripe_price_id = v_price_id;
+        if not found then
+            raise exception 'paid subscription invoice % has no price paycore knows: add it to public.prices', v_invoice
+            using errcode = 'PT404', hint = 'not_found';
+        end if;
         v_credits := coalesce(v_credits, 0);
         v_key := 'paycore:invoice:' || v_invoice || ':grant';
         if v_credits > 0 and not exists (

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -131,7 +132,8 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # Finite only: json.loads reads NaN and Infinity, and an exp of NaN would never expire.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def verify_token(token: str, settings: Settings, now: float | None = None) -> str:
@@ -250,7 +252,12 @@ def _begin(
 
 def _attach(database: Any, settings: Settings, row: dict[str, Any], session: dict[str, Any]) -> None:
     expires_at = session.get("expires_at")
-    expires = datetime.fromtimestamp(expires_at, tz=row["expires_at"].tzinfo) if _number(expires_at) else None
+    expires = None
+    if _number(expires_at):
+        try:
+            expires = datetime.fromtimestamp(expires_at, tz=row["expires_at"].tzinfo)
+        except (OverflowError, OSError, ValueError):
+            expires = None
     _call(
         database,
         settings,
@@ -292,7 +299,9 @@ def session_params(
         "client_reference_id": user,
         "success_url": settings.checkout_success_url,
         "cancel_url": settings.checkout_cancel_url,
-        "expires_at": int(row["expires_at"].timestamp()),
+        # Stripe refuses an expires_at more than 24 hours ahead of its clock: 5 minutes of
+        # margin for a database clock that runs ahead (the reservation ends at the earlier).
+        "expires_at": min(int(row["expires_at"].timestamp()), int(time.time()) + 24 * 3600 - 300),
     }
     if row["mode"] == "payment":
         credits = row["credits"]

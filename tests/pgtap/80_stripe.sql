@@ -40,7 +40,7 @@
 -- A user no event knows yet: created later, for retry_stripe_event.
 \set x '0e6d5c4b-2a19-4f87-b6e5-d4c3b2a19f87'
 begin;
-select plan(178);
+select plan(188);
 
 create temporary table fx (name text primary key, ev jsonb not null);
 insert into fx (name, ev)
@@ -981,11 +981,22 @@ select results_eq(
 select is(
     paycore.apply_stripe_event(
         pg_temp.obj(
-            pg_temp.obj(pg_temp.ev('inv_paid', 'evt_w_invoice'), 'id', '"in_w1"'),
+            pg_temp.obj(
+                pg_temp.obj(pg_temp.ev('inv_paid', 'evt_w_invoice'), 'id', '"in_w1"'),
+                'parent,subscription_details,metadata,user_id', to_jsonb(:'w'::text)
+            ),
+            'parent,subscription_details,subscription', '"sub_w1"'
+        )
+    ),
+    'applied', 'an invoice of the other user (of a subscription paycore has no row of: its metadata names the user)');
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(
+            pg_temp.obj(pg_temp.ev('inv_paid', 'evt_w_invoice_foreign'), 'id', '"in_w2"'),
             'parent,subscription_details,metadata,user_id', to_jsonb(:'w'::text)
         )
     ),
-    'applied', 'an invoice of the other user');
+    'failed', 'an invoice of a known subscription whose metadata names another user than its owner fails');
 select
     (select count(*) from public.checkout_sessions where user_id = :'u') as u_sessions,
     (select count(*) from public.user_credit_purchases where user_id = :'u') as u_purchases,
@@ -1074,6 +1085,61 @@ select results_eq(
     $$values ('subscription', 'cv', null::text)$$,
     '... of a known one a subscription checkout of its app, without reservation');
 select tests.reset_role();
+-- What a review found: sessions that did not pay the package's price, $0 invoices, a
+-- cancellation whose price nobody mapped.
+select tests.create_user('stripe-m@example.test') as m \gset
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(
+            pg_temp.obj(
+                pg_temp.obj(pg_temp.session('cs_completed', 'evt_cheap', 'cs_test_cheap', :'m', null, 'pi_cheap'),
+                    'metadata,package_id', '"pkg_2000_credits"'),
+                'amount_subtotal', '1'),
+            'amount_total', '1')
+    ),
+    'failed', 'a paid session that charged less than its package''s price fails, granting nothing');
+select is(pg_temp.balance(:'m'), 0::bigint, '... no credit');
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(pg_temp.session('cs_completed', 'evt_other_currency', 'cs_test_eur', :'m', null, 'pi_eur'),
+            'currency', '"eur"')
+    ),
+    'failed', '... as does one in another currency than the package''s');
+select x.id as mk from public.begin_credit_checkout(:'m', 'pkg_100_credits') as x \gset
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(pg_temp.session('cs_completed', 'evt_mode_swap', 'cs_test_mode_swap', :'m', :'mk', 'pi_swap'),
+            'mode', '"subscription"')
+    ),
+    'failed', 'a subscription session naming a credit checkout fails');
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(
+            pg_temp.obj(
+                pg_temp.obj(
+                    pg_temp.obj(pg_temp.ev('inv_paid', 'evt_zero_invoice'), 'id', '"in_zero1"'),
+                    'parent,subscription_details,metadata,user_id', to_jsonb(:'m'::text)),
+                'parent,subscription_details,subscription', '"sub_zero1"'),
+            'amount_paid', '0')
+    ),
+    'applied', 'a $0 subscription invoice (a trial) is applied');
+select is(pg_temp.balance(:'m'), 0::bigint, '... and grants no monthly credits');
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(pg_temp.obj(pg_temp.ev('sub_created', 'evt_m_sub_created'), 'id', '"sub_m1"'),
+            'metadata,user_id', to_jsonb(:'m'::text))
+    ),
+    'applied', 'a subscription of m');
+delete from public.prices where stripe_price_id = 'price_1PgafmB7WZ01zgkW6dKueIc5';
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(pg_temp.obj(pg_temp.ev('sub_deleted', 'evt_m_sub_deleted'), 'id', '"sub_m1"'),
+            'metadata,user_id', to_jsonb(:'m'::text))
+    ),
+    'applied', 'its deletion after its price was unmapped is applied');
+select is((select status from public.user_subscriptions where stripe_subscription_id = 'sub_m1'), 'canceled',
+    '... and cancels it (keeping its app and tier)');
+insert into public.prices (stripe_price_id, app_id, tier_id) values ('price_1PgafmB7WZ01zgkW6dKueIc5', 'cv', 'premium');
 update auth.users set deleted_at = now() where id = :'k';
 select tests.authenticate_as_service_role();
 select tests.throws_hint(format($$select public.begin_credit_checkout(%L, 'pkg_100_credits')$$, :'k'),

@@ -469,7 +469,7 @@ begin
         'id', 'evt_guard_cs_' || p_n, 'type', 'checkout.session.completed', 'created', 1785000000,
         'data', jsonb_build_object('object', jsonb_build_object(
             'id', 'cs_test_guard_' || p_n, 'mode', 'payment', 'status', 'complete', 'payment_status', 'paid',
-            'payment_intent', 'pi_guard_' || p_n,
+            'payment_intent', 'pi_guard_' || p_n, 'amount_total', 1000, 'currency', 'usd',
             'metadata', jsonb_build_object('user_id', p_user, 'package_id', 'pkg_100_credits')))));
     perform paycore.apply_stripe_event(jsonb_build_object(
         'id', 'evt_guard_in_' || p_n, 'type', 'invoice.paid', 'created', 1785000000,

@@ -754,12 +754,13 @@ begin
         cancel_at_period_end = excluded.cancel_at_period_end,
         canceled_at = excluded.canceled_at,
         stripe_event_created_at = excluded.stripe_event_created_at
-    where s.status <> 'canceled'
+    where s.status not in ('canceled', 'incomplete_expired')
       and (
           s.stripe_event_created_at is null or s.stripe_event_created_at <= excluded.stripe_event_created_at
           -- The end wins whenever it arrives: a state reported later than the cancellation
-          -- (Stripe's retry notices, clocks a second apart) never outlives it.
-          or excluded.status = 'canceled'
+          -- (Stripe's retry notices, clocks a second apart) never outlives it. Both are final
+          -- in Stripe.
+          or excluded.status in ('canceled', 'incomplete_expired')
       );
     if found then
         perform paycore.log_event(

@@ -40,7 +40,7 @@
 -- A user no event knows yet: created later, for retry_stripe_event.
 \set x '0e6d5c4b-2a19-4f87-b6e5-d4c3b2a19f87'
 begin;
-select plan(188);
+select plan(191);
 
 create temporary table fx (name text primary key, ev jsonb not null);
 insert into fx (name, ev)
@@ -1140,6 +1140,20 @@ select is(
 select is((select status from public.user_subscriptions where stripe_subscription_id = 'sub_m1'), 'canceled',
     '... and cancels it (keeping its app and tier)');
 insert into public.prices (stripe_price_id, app_id, tier_id) values ('price_1PgafmB7WZ01zgkW6dKueIc5', 'cv', 'premium');
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(pg_temp.obj(pg_temp.obj(pg_temp.ev('sub_created', 'evt_m2_expired'), 'id', '"sub_m2"'),
+            'metadata,user_id', to_jsonb(:'m'::text)), 'status', '"incomplete_expired"')
+    ),
+    'applied', 'an incomplete_expired subscription');
+select is(
+    paycore.apply_stripe_event(
+        pg_temp.obj(pg_temp.obj(pg_temp.obj(pg_temp.ev('sub_past_due', 'evt_m2_active'), 'id', '"sub_m2"'),
+            'metadata,user_id', to_jsonb(:'m'::text)), 'status', '"active"')
+    ),
+    'applied', '... then a later active update');
+select is((select status from public.user_subscriptions where stripe_subscription_id = 'sub_m2'),
+    'incomplete_expired', '... leaves it incomplete_expired: final, like canceled');
 update auth.users set deleted_at = now() where id = :'k';
 select tests.authenticate_as_service_role();
 select tests.throws_hint(format($$select public.begin_credit_checkout(%L, 'pkg_100_credits')$$, :'k'),

@@ -130,26 +130,37 @@ comment on function paycore.ensure_thinker(uuid) is
 'Creates the thinker row of an auth user unless it exists; safe under parallel first calls. '
 'Internal.';
 
-create function paycore.marketplace_caller()
+create function paycore.marketplace_user()
 returns uuid
-language plpgsql volatile
+language plpgsql stable
 as $$
-declare
-    v_uid uuid;
 begin
     if paycore.caller_role() <> 'authenticated' then
         raise exception 'marketplace functions act as the signed-in user: call them with a user''s JWT (role %)',
             paycore.caller_role()
         using errcode = 'PT403', hint = 'forbidden';
     end if;
-    v_uid := paycore.resolve_user_id(null);
+    return paycore.resolve_user_id(null);
+end;
+$$;
+comment on function paycore.marketplace_user() is
+'The signed-in caller of a marketplace function (auth.uid()); PT403 for every role but '
+'authenticated. Internal: the read-only part of marketplace_caller.';
+
+create function paycore.marketplace_caller()
+returns uuid
+language plpgsql volatile
+as $$
+declare
+    v_uid uuid := paycore.marketplace_user();
+begin
     perform paycore.ensure_thinker(v_uid);
     return v_uid;
 end;
 $$;
 comment on function paycore.marketplace_caller() is
-'The signed-in caller of a marketplace function (auth.uid()), its thinker row created on its '
-'first call; PT403 for every role but authenticated. Internal.';
+'The signed-in caller of a marketplace function (marketplace_user), its thinker row created on '
+'its first call. Internal.';
 
 create function paycore.new_marketplace_id(p_prefix text)
 returns text

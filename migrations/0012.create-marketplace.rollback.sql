@@ -22,6 +22,7 @@ drop function paycore.fee_amount(bigint, numeric, bigint);
 drop function paycore.round_half_even(numeric);
 drop function paycore.new_marketplace_id(text);
 drop function paycore.marketplace_caller();
+drop function paycore.marketplace_user();
 drop function paycore.ensure_thinker(uuid);
 drop function paycore.tg_settlements__guard();
 drop function paycore.tg_voucher_bookings__release();

@@ -855,14 +855,9 @@ language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_uid uuid;
+    -- A read: no thinker row is created for a caller who only looks.
+    v_uid uuid := paycore.marketplace_user();
 begin
-    if paycore.caller_role() <> 'authenticated' then
-        raise exception 'marketplace functions act as the signed-in user: call them with a user''s JWT (role %)',
-            paycore.caller_role()
-        using errcode = 'PT403', hint = 'forbidden';
-    end if;
-    v_uid := paycore.resolve_user_id(null);
     -- What a lender needs to make an offer, never who the borrower is.
     return query
     select jsonb_build_object(

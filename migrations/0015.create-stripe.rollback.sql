@@ -15,6 +15,8 @@ drop function public.get_platform_credit_status();
 drop function public.begin_credit_checkout(uuid, text);
 drop function paycore.platform_credits();
 drop function paycore.stripe_user(jsonb, text);
+drop function paycore.stripe_known_line(jsonb);
+drop function paycore.stripe_price_id(jsonb);
 drop function paycore.stripe_amount(jsonb);
 drop function paycore.stripe_time(jsonb);
 drop table public.invoice_logs;

@@ -259,6 +259,35 @@ comment on function paycore.stripe_amount(jsonb) is
 'A Stripe amount (minor units, JSON number, 0 to 10^15) as bigint; null for null; PT400 '
 'otherwise. Internal.';
 
+create function paycore.stripe_price_id(p_line jsonb)
+returns text
+language sql immutable
+as $$
+    -- An invoice line names its price under pricing.price_details (API 2025-03-31.basil and
+    -- later) or price; a subscription item under price; the oldest API versions under plan.
+    select coalesce(p_line #>> '{pricing,price_details,price}', p_line #>> '{price,id}', p_line #>> '{plan,id}')
+$$;
+comment on function paycore.stripe_price_id(jsonb) is
+'The price id of a subscription item or invoice line, whatever the API version. Internal.';
+
+create function paycore.stripe_known_line(p_lines jsonb)
+returns jsonb
+language sql stable
+as $$
+    -- The first item (or line) whose price public.prices maps, else the first: not a
+    -- one-off item that happens to come first.
+    select l.value
+    from jsonb_array_elements(case when jsonb_typeof(p_lines) = 'array' then p_lines else '[]' end)
+        with ordinality as l (value, n)
+    order by exists (
+        select 1 from public.prices as p where p.stripe_price_id = paycore.stripe_price_id(l.value)
+    ) desc, l.n
+    limit 1
+$$;
+comment on function paycore.stripe_known_line(jsonb) is
+'Of a Stripe list of subscription items or invoice lines, the first whose price paycore maps, '
+'else the first; null for none. Internal.';
+
 create function paycore.stripe_user(p_metadata jsonb, p_client_reference_id text)
 returns uuid
 language plpgsql stable
@@ -685,14 +714,8 @@ begin
         raise exception 'a subscription event needs data.object.id (sub_...) and status'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    -- The item whose price paycore knows, else the first.
-    select i.value into v_item
-    from jsonb_array_elements(coalesce(v_object #> '{items,data}', '[]')) with ordinality as i (value, n)
-    order by (exists (
-        select 1 from public.prices as p where p.stripe_price_id = coalesce(i.value #>> '{price,id}', i.value #>> '{plan,id}')
-    )) desc, i.n
-    limit 1;
-    v_price_id := coalesce(v_item #>> '{price,id}', v_item #>> '{plan,id}', v_object #>> '{plan,id}');
+    v_item := paycore.stripe_known_line(v_object #> '{items,data}');
+    v_price_id := coalesce(paycore.stripe_price_id(v_item), v_object #>> '{plan,id}');
     select s.* into v_existing from public.user_subscriptions as s where s.stripe_subscription_id = v_sub for update;
     select p.* into v_price from public.prices as p where p.stripe_price_id = v_price_id;
     if not found then
@@ -792,11 +815,7 @@ declare
         v_object #>> '{lines,data,0,parent,subscription_item_details,subscription}',
         v_object #>> '{lines,data,0,subscription}'
     );
-    v_price_id text := coalesce(
-        v_object #>> '{lines,data,0,pricing,price_details,price}',
-        v_object #>> '{lines,data,0,price,id}',
-        v_object #>> '{lines,data,0,plan,id}'
-    );
+    v_price_id text;
     v_paid boolean := v_type in ('invoice.paid', 'invoice.payment_succeeded');
     v_amount_paid bigint := paycore.stripe_amount(v_object -> 'amount_paid');
     v_subscription public.user_subscriptions;
@@ -864,21 +883,11 @@ begin
     -- credits, once per invoice.
     if v_paid and v_sub is not null and coalesce(v_amount_paid, 0) > 0
         and v_object ->> 'billing_reason' in ('subscription_create', 'subscription_cycle') then
-        -- The line whose price paycore knows (not a one-off item that happens to come first),
-        -- else the subscription's price.
-        select coalesce(l.value #>> '{pricing,price_details,price}', l.value #>> '{price,id}', l.value #>> '{plan,id}')
-        into v_price_id
-        from jsonb_array_elements(
-            case when jsonb_typeof(v_object #> '{lines,data}') = 'array' then v_object #> '{lines,data}' else '[]' end
-        ) as l (value)
-        where exists (
-            select 1 from public.prices as p
-            where p.stripe_price_id = coalesce(
-                l.value #>> '{pricing,price_details,price}', l.value #>> '{price,id}', l.value #>> '{plan,id}'
-            )
-        )
-        limit 1;
-        v_price_id := coalesce(v_price_id, v_subscription.stripe_price_id);
+        -- The line whose price paycore knows, else the subscription's price.
+        v_price_id := paycore.stripe_price_id(paycore.stripe_known_line(v_object #> '{lines,data}'));
+        if not exists (select 1 from public.prices as p where p.stripe_price_id = v_price_id) then
+            v_price_id := v_subscription.stripe_price_id;
+        end if;
         select t.monthly_credits into v_credits
         from public.tiers as t
         join public.prices as p on p.app_id = t.app_id and p.tier_id = t.id
@@ -1193,6 +1202,8 @@ using (user_id = (select auth.uid()));
 
 revoke all on function paycore.stripe_time(jsonb) from public;
 revoke all on function paycore.stripe_amount(jsonb) from public;
+revoke all on function paycore.stripe_price_id(jsonb) from public;
+revoke all on function paycore.stripe_known_line(jsonb) from public;
 revoke all on function paycore.stripe_user(jsonb, text) from public;
 revoke all on function paycore.platform_credits() from public;
 revoke all on function paycore.stripe_checkout_session(jsonb) from public;

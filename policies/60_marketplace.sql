@@ -51,6 +51,7 @@ revoke all on function paycore.tg_fee_events__append_only() from public;
 revoke all on function paycore.tg_settlements__guard() from public;
 revoke all on function paycore.tg_voucher_bookings__release() from public;
 revoke all on function paycore.ensure_thinker(uuid) from public;
+revoke all on function paycore.marketplace_user() from public;
 revoke all on function paycore.marketplace_caller() from public;
 revoke all on function paycore.new_marketplace_id(text) from public;
 revoke all on function paycore.round_half_even(numeric) from public;

@@ -35,6 +35,8 @@ using (user_id = (select auth.uid()));
 
 revoke all on function paycore.stripe_time(jsonb) from public;
 revoke all on function paycore.stripe_amount(jsonb) from public;
+revoke all on function paycore.stripe_price_id(jsonb) from public;
+revoke all on function paycore.stripe_known_line(jsonb) from public;
 revoke all on function paycore.stripe_user(jsonb, text) from public;
 revoke all on function paycore.platform_credits() from public;
 revoke all on function paycore.stripe_checkout_session(jsonb) from public;

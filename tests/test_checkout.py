@@ -11,12 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,16 +19,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from stripe_standin import StripeStandin
-from test_webhook import ROOT, _free_port
+from stripe_testing import PRICE, gunicorn, request, stripe_database, webhook_login
 
-import localdb
 from webhook.app import create_app, get_services
 
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 STRIPE_KEY = "sk_test_" + "x" * 24
-PRICE = "price_1PgafmB7WZ01zgkW6dKueIc5"
 PACKAGE = "pkg_100_credits"
 SUCCESS_URL = "https://app.example.com/checkout/success?session={CHECKOUT_SESSION_ID}"
 CANCEL_URL = "https://app.example.com/checkout/cancel"
@@ -82,27 +74,13 @@ def claims_of(user: str, **changes: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def checkout_db(make_database: Callable[[str], str]) -> str:
-    conninfo = make_database("checkout")
-    localdb.yoyo("apply", conninfo)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "insert into public.prices (stripe_price_id, app_id, tier_id) values (%s, 'cv', 'premium') "
-            "on conflict do nothing",
-            (PRICE,),
-        )
-    return conninfo
+    return stripe_database(make_database, "checkout")
 
 
 @pytest.fixture(scope="module")
 def login_db(checkout_db: str) -> str:
-    """A login member of paycore_webhook (roles are cluster-wide: created if absent)."""
-    with psycopg.connect(checkout_db, autocommit=True) as conn:
-        role = sql.Identifier(LOGIN_ROLE)
-        if not conn.execute("select 1 from pg_roles where rolname = %s", (LOGIN_ROLE,)).fetchone():
-            conn.execute(sql.SQL("create role {} login in role paycore_webhook").format(role))
-        conn.execute(sql.SQL("grant paycore_webhook to {}").format(role))
-        conn.execute(sql.SQL("alter role {} login nosuperuser password {}").format(role, LOGIN_PASSWORD))
-    return psycopg.conninfo.make_conninfo(checkout_db, user=LOGIN_ROLE, password=LOGIN_PASSWORD)
+    """A login member of paycore_webhook."""
+    return webhook_login(checkout_db, LOGIN_ROLE, LOGIN_PASSWORD)
 
 
 @pytest.fixture(scope="module")
@@ -118,29 +96,12 @@ def stand(standin: StripeStandin) -> Iterator[StripeStandin]:
     standin.reset()
 
 
-def _request(
-    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw
-
-
 @pytest.fixture(scope="module")
 def server(
     login_db: str, standin: StripeStandin, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("checkout-gunicorn")
-    port = _free_port()
     env = {
-        **os.environ,
         "DATABASE_URL": login_db,
         "SUPABASE_JWT_SECRET": JWT_SECRET,
         "STRIPE_SECRET_KEY": STRIPE_KEY,
@@ -150,37 +111,8 @@ def server(
         "CHECKOUT_SUCCESS_URL": SUCCESS_URL,
         "CHECKOUT_CANCEL_URL": CANCEL_URL,
     }
-    command = [
-        str(Path(sys.executable).with_name("gunicorn")),
-        "webhook.app:create_app()",
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", "2",
-        "--worker-class", "gthread",
-        "--threads", "4",
-    ]
-    log_path = tmp / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"gunicorn exited with {proc.returncode}:\n{log_path.read_text()}"
-            try:
-                if _request("GET", base + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        yield base + "/checkout", log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with gunicorn(env, tmp, threads=4) as base:
+        yield base + "/checkout", tmp / "gunicorn.log"
 
 
 @pytest.fixture()
@@ -201,7 +133,7 @@ def post(url: str, body: Any, token: str | None) -> tuple[int, Any]:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return _request("POST", url, data, headers)
+    return request("POST", url, data, headers)
 
 
 def reserved(owner: psycopg.Connection[Any]) -> int:
@@ -320,7 +252,7 @@ def test_bad_tokens_are_401(
         assert "error" in answer, name
     assert post(url, {"package_id": PACKAGE}, None)[0] == 401
     headers = {"Content-Type": "application/json", "Authorization": "Basic abc"}
-    status, _ = _request("POST", url, b'{"package_id": "x"}', headers)
+    status, _ = request("POST", url, b'{"package_id": "x"}', headers)
     assert status == 401
     assert stand.requests == []
     assert owner.execute("select count(*) from public.checkout_sessions").fetchone() == before

@@ -1,7 +1,7 @@
 """paycore-stripe-replay (webhook/replay.py) against a loopback stand-in of GET /v1/events.
 
-The stand-in (below: tests/stripe_standin.py did not exist when this was written) serves the
-fixture events, rewritten per test (fresh event and object ids, a fresh auth user, recent
+The stand-in (below, not tests/stripe_standin.py: it caps a page at PAGE_SIZE whatever limit
+replay asks for, so that one replay reads several pages) serves the fixture events, rewritten per test (fresh event and object ids, a fresh auth user, recent
 ``created`` times in delivery order), newest first, in pages of PAGE_SIZE, honouring
 ``created[gte]``, ``limit`` and ``starting_after`` as Stripe does. The database is this
 module's own (migrations/ with yoyo); replay connects as a login member of paycore_webhook.
@@ -25,47 +25,15 @@ from urllib.parse import parse_qs, urlparse
 
 import psycopg
 import pytest
-from psycopg import sql
+from stripe_testing import FIXTURES, FLOW, fixture_text, stripe_database, webhook_login
 
 from webhook import replay
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures" / "stripe"
-FIXTURE_USER = "6f1c7a52-3b0e-4d8e-9a51-2c4f0e9b7d13"
-PRICE = "price_1PgafmB7WZ01zgkW6dKueIc5"
-OBJECT_ID = re.compile(r'"((?:evt|cs_test|sub|in|pi|ch|re|dp|cus|si|pm)_[A-Za-z0-9]{6,})')
 LOGIN_ROLE = "paycore_replay_test_login"
 LOGIN_PASSWORD = "paycore-replay-test"
 KEY = "sk_test_" + "r" * 24
 PAGE_SIZE = 10
-
-# The fixtures in an order a real delivery could have, with the outcome each must have.
-FLOW = [
-    ("checkout.session.completed", "applied"),
-    ("checkout.session.completed.async_pending", "applied"),
-    ("checkout.session.async_payment_succeeded", "applied"),
-    ("checkout.session.async_payment_failed", "applied"),
-    ("checkout.session.completed.missing_metadata", "failed"),
-    ("checkout.session.completed.subscription", "applied"),
-    ("customer.subscription.created", "applied"),
-    ("invoice.paid", "applied"),
-    ("invoice.payment_succeeded", "applied"),
-    ("invoice.payment_failed", "applied"),
-    ("customer.subscription.updated", "applied"),
-    ("customer.subscription.deleted", "applied"),
-    ("customer.subscription.updated.past_due", "applied"),
-    ("payment_intent.succeeded", "applied"),
-    ("payment_intent.payment_failed", "applied"),
-    ("charge.refunded.partial", "applied"),
-    ("charge.refunded", "applied"),
-    ("charge.refunded.legacy_2022-08-01", "applied"),
-    ("refund.created", "applied"),
-    ("refund.updated", "applied"),
-    ("charge.dispute.created", "applied"),
-    ("charge.dispute.closed", "applied"),
-    ("customer.updated", "ignored"),
-]
-
 
 # --- the stand-in -----------------------------------------------------------------------
 
@@ -135,21 +103,8 @@ def standin() -> Iterator[StandIn]:
 
 @pytest.fixture(scope="module")
 def replay_db(make_database: Any) -> str:
-    import localdb
-
-    conninfo = make_database("stripe_replay")
-    localdb.yoyo("apply", conninfo)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "insert into public.prices (stripe_price_id, app_id, tier_id) values (%s, 'cv', 'premium') "
-            "on conflict do nothing",
-            (PRICE,),
-        )
-        role = sql.Identifier(LOGIN_ROLE)
-        if not conn.execute("select 1 from pg_roles where rolname = %s", (LOGIN_ROLE,)).fetchone():
-            conn.execute(sql.SQL("create role {} login in role paycore_webhook").format(role))
-        conn.execute(sql.SQL("grant paycore_webhook to {}").format(role))
-        conn.execute(sql.SQL("alter role {} login nosuperuser password {}").format(role, LOGIN_PASSWORD))
+    conninfo = stripe_database(make_database, "stripe_replay")
+    webhook_login(conninfo, LOGIN_ROLE, LOGIN_PASSWORD)
     return conninfo
 
 
@@ -179,9 +134,7 @@ class Story:
         conn.execute("insert into auth.users (id, email) values (%s, %s)", (self.user, f"{self.user}@e.com"))
 
     def event(self, name: str, created: int) -> dict[str, Any]:
-        text = (FIXTURES / f"{name}.json").read_text().replace(FIXTURE_USER, self.user)
-        text = OBJECT_ID.sub(lambda m: f'"{m.group(1)}{self.suffix}', text)
-        event: dict[str, Any] = json.loads(text)
+        event: dict[str, Any] = json.loads(fixture_text(name, self.user, self.suffix))
         event["created"] = created
         return event
 

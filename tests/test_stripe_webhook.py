@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -22,7 +18,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,79 +25,28 @@ import psycopg
 import pytest
 import stripe
 from flask import Flask
-from gunicorn import version_info as gunicorn_version
 from psycopg import sql
-from test_webhook import ROOT, _free_port
+from stripe_testing import FLOW, fixture_text, gunicorn, request, stripe_database, webhook_login
+from test_webhook import _free_port
 
-import localdb
-
-FIXTURES = ROOT / "tests" / "fixtures" / "stripe"
-FIXTURE_USER = "6f1c7a52-3b0e-4d8e-9a51-2c4f0e9b7d13"
-PRICE = "price_1PgafmB7WZ01zgkW6dKueIc5"
 SECRET = "whsec_" + "a1" * 16
 ROTATED = "whsec_" + "b2" * 16
 UNKNOWN_SECRET = "whsec_" + "c3" * 16
 LOGIN_ROLE = "paycore_webhook_test_login"
 LOGIN_PASSWORD = "paycore-webhook-test"
-# Stripe object ids the stories rewrite (prices stay: public.prices maps them).
-OBJECT_ID = re.compile(r'"((?:evt|cs_test|sub|in|pi|ch|re|dp|cus|si|pm)_[A-Za-z0-9]{6,})')
-
-# Every fixture in an order a real delivery could have, with the outcome it must have.
-FLOW = [
-    ("checkout.session.completed", "applied"),
-    ("checkout.session.completed.async_pending", "applied"),
-    ("checkout.session.async_payment_succeeded", "applied"),
-    ("checkout.session.async_payment_failed", "applied"),
-    ("checkout.session.completed.missing_metadata", "failed"),
-    ("checkout.session.completed.subscription", "applied"),
-    ("customer.subscription.created", "applied"),
-    ("invoice.paid", "applied"),
-    ("invoice.payment_succeeded", "applied"),
-    ("invoice.payment_failed", "applied"),
-    ("customer.subscription.updated", "applied"),
-    ("customer.subscription.deleted", "applied"),
-    # Stripe's past_due notice arriving after the deletion (it is newer) does not revive it.
-    ("customer.subscription.updated.past_due", "applied"),
-    ("payment_intent.succeeded", "applied"),
-    ("payment_intent.payment_failed", "applied"),
-    ("charge.refunded.partial", "applied"),
-    ("charge.refunded", "applied"),
-    ("charge.refunded.legacy_2022-08-01", "applied"),
-    ("refund.created", "applied"),
-    ("refund.updated", "applied"),
-    ("charge.dispute.created", "applied"),
-    ("charge.dispute.closed", "applied"),
-    ("customer.updated", "ignored"),
-]
-
-
 # --- database -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def stripe_db(make_database: Callable[[str], str]) -> str:
     """Owner conninfo of this module's database, with the fixture price mapped."""
-    conninfo = make_database("stripe_webhook")
-    localdb.yoyo("apply", conninfo)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(
-            "insert into public.prices (stripe_price_id, app_id, tier_id) values (%s, 'cv', 'premium') "
-            "on conflict do nothing",
-            (PRICE,),
-        )
-    return conninfo
+    return stripe_database(make_database, "stripe_webhook")
 
 
 @pytest.fixture(scope="module")
 def login_db(stripe_db: str) -> str:
-    """Conninfo of a login member of paycore_webhook (roles are cluster-wide: created if absent)."""
-    with psycopg.connect(stripe_db, autocommit=True) as conn:
-        role = sql.Identifier(LOGIN_ROLE)
-        if not conn.execute("select 1 from pg_roles where rolname = %s", (LOGIN_ROLE,)).fetchone():
-            conn.execute(sql.SQL("create role {} login in role paycore_webhook").format(role))
-        conn.execute(sql.SQL("grant paycore_webhook to {}").format(role))
-        conn.execute(sql.SQL("alter role {} login nosuperuser password {}").format(role, LOGIN_PASSWORD))
-    return psycopg.conninfo.make_conninfo(stripe_db, user=LOGIN_ROLE, password=LOGIN_PASSWORD)
+    """Conninfo of a login member of paycore_webhook."""
+    return webhook_login(stripe_db, LOGIN_ROLE, LOGIN_PASSWORD)
 
 
 @pytest.fixture()
@@ -123,9 +67,7 @@ class Story:
         )
 
     def body(self, name: str, **changes: Any) -> str:
-        text = (FIXTURES / f"{name}.json").read_text()
-        text = text.replace(FIXTURE_USER, self.user)
-        text = OBJECT_ID.sub(lambda m: f'"{m.group(1)}{self.suffix}', text)
+        text = fixture_text(name, self.user, self.suffix)
         if changes:
             event = json.loads(text)
             event.update(changes)
@@ -169,50 +111,6 @@ def sign_bytes(body: bytes, secret: str = SECRET) -> str:
 # --- gunicorn -------------------------------------------------------------------------
 
 
-@contextmanager
-def gunicorn(env_extra: dict[str, str], tmp: Path) -> Iterator[str]:
-    port = _free_port()
-    exe = Path(sys.executable).with_name("gunicorn")
-    env = {**os.environ, **env_extra}
-    command = [
-        str(exe),
-        "webhook.app:create_app()",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "8",
-    ]
-    if gunicorn_version >= (25, 1):
-        command += ["--control-socket", str(tmp / "gunicorn.ctl")]
-    log_path = tmp / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"gunicorn exited with {proc.returncode}:\n{log_path.read_text()}"
-            try:
-                if _request("GET", base + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(login_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A running gunicorn logged in as the webhook role; two secrets (a rotation), test mode."""
@@ -227,21 +125,6 @@ def server(login_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield base + "/stripe/webhook", tmp / "gunicorn.log"
 
 
-def _request(
-    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw
-
-
 def post(url: str, body: str | bytes, signature: str | None = "sign") -> tuple[int, Any]:
     data = body.encode() if isinstance(body, str) else body
     headers = {"Content-Type": "application/json"}
@@ -249,7 +132,7 @@ def post(url: str, body: str | bytes, signature: str | None = "sign") -> tuple[i
         signature = sign(body)
     if signature is not None:
         headers["Stripe-Signature"] = signature
-    return _request("POST", url, data, headers)
+    return request("POST", url, data, headers)
 
 
 # --- through gunicorn -------------------------------------------------------------------
@@ -576,7 +459,7 @@ def test_no_client_input_is_a_500(make_app: Callable[..., Flask], story: Story, 
     assert client.get("/stripe/webhook").status_code == 405
 
 
-def test_log_line_per_request(
+def test_log_line_perrequest(
     make_app: Callable[..., Flask], story: Story, login_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = _app(make_app, login_db).test_client()

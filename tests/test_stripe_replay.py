@@ -1,10 +1,11 @@
 """paycore-stripe-replay (webhook/replay.py) against a loopback stand-in of GET /v1/events.
 
 The stand-in (below, not tests/stripe_standin.py: it caps a page at PAGE_SIZE whatever limit
-replay asks for, so that one replay reads several pages) serves the fixture events, rewritten per test (fresh event and object ids, a fresh auth user, recent
-``created`` times in delivery order), newest first, in pages of PAGE_SIZE, honouring
-``created[gte]``, ``limit`` and ``starting_after`` as Stripe does. The database is this
-module's own (migrations/ with yoyo); replay connects as a login member of paycore_webhook.
+replay asks for, so that one replay reads several pages) serves the fixture events,
+rewritten per test (fresh event and object ids, a fresh auth user, recent ``created`` times
+in delivery order), newest first, honouring ``created[gte]``, ``limit`` and
+``starting_after`` as Stripe does. The database is this module's own (migrations/ with
+yoyo); replay connects as a login member of paycore_webhook.
 Never the internet.
 """
 

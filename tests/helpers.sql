@@ -153,5 +153,31 @@ $$;
 comment on function tests.set_claims(text, text) is
 'Sets request.jwt.claims (and the legacy request.jwt.claim.sub) until the end of the transaction.';
 
+create or replace function tests.digest(p_tables regclass[])
+returns jsonb
+language plpgsql stable
+as $$
+declare
+    v_table regclass;
+    v_digest jsonb := '{}';
+    v_rows text;
+begin
+    foreach v_table in array p_tables loop
+        execute format(
+            'select count(*) || '':'' || md5(coalesce(string_agg(t::text, ''|'' order by t::text), '''')) from %s as t',
+            v_table
+        ) into v_rows;
+        -- Keyed by the table's name, without its schema.
+        v_digest := v_digest || jsonb_build_object(
+            (select c.relname from pg_catalog.pg_class as c where c.oid = v_table), v_rows
+        );
+    end loop;
+    return v_digest;
+end;
+$$;
+comment on function tests.digest(regclass[]) is
+'Per table (keyed by its name), its row count and an md5 of all its rows: equal before and '
+'after a call when the call wrote nothing to those tables (a refused call changes nothing).';
+
 -- Supabase Storage's delete guard, as on a Supabase project.
 \ir supabase/storage_guard.sql

@@ -11,39 +11,20 @@ create function pg_temp.state()
 returns jsonb
 language sql stable
 as $$
-    select jsonb_build_object(
-        'thinkers', (select count(*) from public.thinkers),
-        'rooms', (select md5(coalesce(string_agg(r::text, '|' order by r.id), '')) from public.rooms as r),
-        'sessions', (
-            select md5(coalesce(string_agg(s::text, '|' order by s.id), '')) from public.presence_sessions as s
-        ),
-        'contracts', (
-            select md5(coalesce(string_agg(c::text, '|' order by c.id), '')) from public.contracts as c
-        ),
-        'links', (
-            select md5(coalesce(string_agg(l::text, '|' order by l.id), '')) from public.contract_links as l
-        ),
-        'properties', (
-            select md5(coalesce(string_agg(p::text, '|' order by p.id), '')) from public.properties as p
-        ),
-        'applications', (
-            select md5(coalesce(string_agg(a::text, '|' order by a.id), ''))
-            from public.mortgage_applications as a
-        ),
-        'offers', (
-            select md5(coalesce(string_agg(o::text, '|' order by o.id), '')) from public.mortgage_offers as o
-        ),
-        'mortgage_contracts', (
-            select md5(coalesce(string_agg(m::text, '|' order by m.id), '')) from public.mortgage_contracts as m
-        ),
-        'transfers', (
-            select md5(coalesce(string_agg(t::text, '|' order by t.id), '')) from public.transfers as t
-        ),
-        'fee_events', (
-            select md5(coalesce(string_agg(e::text, '|' order by e.id), '')) from public.fee_events as e
-        ),
-        'events', (select count(*) from public.events)
-    )
+    select tests.digest(array[
+        'public.thinkers',
+        'public.rooms',
+        'public.presence_sessions',
+        'public.contracts',
+        'public.contract_links',
+        'public.properties',
+        'public.mortgage_applications',
+        'public.mortgage_offers',
+        'public.mortgage_contracts',
+        'public.transfers',
+        'public.fee_events',
+        'public.events'
+    ]::regclass[])
 $$;
 
 -- The fee events of one subject, as 'rule:amount' in order.

@@ -119,31 +119,17 @@ create function pg_temp.state()
 returns jsonb
 language sql stable
 as $$
-    select jsonb_build_object(
-        'checkout_sessions', (
-            select md5(coalesce(string_agg(c::text, '|' order by c.id), '')) from public.checkout_sessions as c
-        ),
-        'purchases', (
-            select md5(coalesce(string_agg(p::text, '|' order by p.id), '')) from public.user_credit_purchases as p
-        ),
-        'credits', (select md5(coalesce(string_agg(c::text, '|' order by c.user_id), '')) from public.credits as c),
-        'ledger', (
-            select md5(coalesce(string_agg(t::text, '|' order by t.id), '')) from public.credit_transactions as t
-        ),
-        'subscriptions', (
-            select md5(coalesce(string_agg(s::text, '|' order by s.id), '')) from public.user_subscriptions as s
-        ),
-        'payment_history', (
-            select md5(coalesce(string_agg(h::text, '|' order by h.id), '')) from public.payment_history as h
-        ),
-        'payment_logs', (
-            select md5(coalesce(string_agg(l::text, '|' order by l.id), '')) from public.payment_logs as l
-        ),
-        'invoice_logs', (
-            select md5(coalesce(string_agg(l::text, '|' order by l.id), '')) from public.invoice_logs as l
-        ),
-        'events', (select count(*) from public.events)
-    )
+    select tests.digest(array[
+        'public.checkout_sessions',
+        'public.user_credit_purchases',
+        'public.credits',
+        'public.credit_transactions',
+        'public.user_subscriptions',
+        'public.payment_history',
+        'public.payment_logs',
+        'public.invoice_logs',
+        'public.events'
+    ]::regclass[])
 $$;
 
 -- The event store.

@@ -176,6 +176,24 @@ comment on function paycore.new_marketplace_id(text) is
 'A new id in the seed''s format: <prefix>-<milliseconds of paycore.clock()>-<12 random hex '
 'digits> (v-..., b-...). Internal.';
 
+create function paycore.currency(p_name text, p_value text)
+returns text
+language plpgsql immutable
+as $$
+declare
+    v_currency text := lower(btrim(p_value));
+begin
+    if v_currency is null or v_currency !~ '^[a-z]{3}$' then
+        raise exception '% must be a 3-letter ISO 4217 code', p_name
+        using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    return v_currency;
+end;
+$$;
+comment on function paycore.currency(text, text) is
+'p_value as a currency code, trimmed and lowercased (EUR -> eur); PT400 invalid_argument '
+'unless it is three letters. Internal: the one currency rule of the marketplace.';
+
 create function paycore.round_half_even(p_value numeric)
 returns bigint
 language sql immutable
@@ -287,7 +305,7 @@ declare
     v_title text;
     v_description text;
     v_duration integer;
-    v_currency text := lower(btrim(p_price_currency));
+    v_currency text;
     v_terms jsonb;
     v_voucher public.vouchers;
 begin
@@ -335,9 +353,12 @@ begin
         raise exception 'p_price_amount and p_price_currency go together: both or neither'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if p_price_amount < 0 or p_price_amount > 1000000000000000 or v_currency !~ '^[a-z]{3}$' then
-        raise exception 'the price must be 0 to 10^15 minor units of a 3-letter ISO 4217 currency'
+    if p_price_amount < 0 or p_price_amount > 1000000000000000 then
+        raise exception 'p_price_amount must be 0 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
+    end if;
+    if p_price_currency is not null then
+        v_currency := paycore.currency('p_price_currency', p_price_currency);
     end if;
     perform paycore.check_json_object('p_terms', coalesce(p_terms, '{}'), 8192);
     v_terms := coalesce(v_template.default_terms, '{}') || coalesce(p_terms, '{}');

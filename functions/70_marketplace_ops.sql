@@ -405,17 +405,14 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_uid uuid := paycore.marketplace_caller();
-    v_currency text := lower(btrim(p_currency));
+    v_currency text;
     v_application public.mortgage_applications;
 begin
     if p_desired_loan is null or p_desired_loan <= 0 or p_desired_loan > 1000000000000000 then
         raise exception 'p_desired_loan must be 1 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if v_currency is null or v_currency !~ '^[a-z]{3}$' then
-        raise exception 'p_currency must be a 3-letter ISO 4217 code'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
+    v_currency := paycore.currency('p_currency', p_currency);
     if p_duration_years is null or p_duration_years not between 1 and 50 then
         raise exception 'p_duration_years must be 1 to 50'
         using errcode = 'PT400', hint = 'invalid_argument';
@@ -620,7 +617,7 @@ as $$
 declare
     v_uid uuid := paycore.marketplace_caller();
     v_symbol text := upper(btrim(p_crypto_symbol));
-    v_currency text := lower(btrim(p_fiat_currency));
+    v_currency text;
     v_meta jsonb := coalesce(p_meta, '{}');
     v_transfer public.transfers;
     v_fees integer;
@@ -647,10 +644,7 @@ begin
         raise exception 'p_fiat_amount must be 0 to 10^15 minor units'
         using errcode = 'PT400', hint = 'invalid_argument';
     end if;
-    if v_currency is null or v_currency !~ '^[a-z]{3}$' then
-        raise exception 'p_fiat_currency must be a 3-letter ISO 4217 code'
-        using errcode = 'PT400', hint = 'invalid_argument';
-    end if;
+    v_currency := paycore.currency('p_fiat_currency', p_fiat_currency);
     perform paycore.check_text('p_external_account', p_external_account, 200, false);
     perform paycore.check_json_object('p_meta', v_meta, 8192);
     perform paycore.check_idempotency_key('p_idempotency_key', p_idempotency_key);

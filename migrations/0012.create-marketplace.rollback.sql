@@ -20,6 +20,7 @@ drop function paycore.reverse_fees(text, text);
 drop function paycore.charge_fees(text, text, text, bigint, text);
 drop function paycore.fee_amount(bigint, numeric, bigint);
 drop function paycore.round_half_even(numeric);
+drop function paycore.currency(text, text);
 drop function paycore.new_marketplace_id(text);
 drop function paycore.marketplace_caller();
 drop function paycore.marketplace_user();

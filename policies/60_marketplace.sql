@@ -54,6 +54,7 @@ revoke all on function paycore.ensure_thinker(uuid) from public;
 revoke all on function paycore.marketplace_user() from public;
 revoke all on function paycore.marketplace_caller() from public;
 revoke all on function paycore.new_marketplace_id(text) from public;
+revoke all on function paycore.currency(text, text) from public;
 revoke all on function paycore.round_half_even(numeric) from public;
 revoke all on function paycore.fee_amount(bigint, numeric, bigint) from public;
 revoke all on function paycore.charge_fees(text, text, text, bigint, text) from public;
